@@ -1,0 +1,1 @@
+"""LangChain adapter for crescade (CascadeChatModel). Filled in by the LangChain adapter issue."""

@@ -1,0 +1,1 @@
+"""LlamaIndex adapter for crescade (CascadeLLM). Filled in by the LlamaIndex adapter issue."""
