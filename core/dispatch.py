@@ -318,8 +318,10 @@ class _Walk:
         cost = float(card.cost(in_tok, out_tok))
         ttft = answer.ttft_s
         tpot = answer.tpot_s
-        if tpot is None and out_tok > 0:
-            tpot = (elapsed - ttft) / (out_tok - 1) if ttft is not None and out_tok > 1 else elapsed / out_tok
+        if tpot is None and out_tok > 1 and ttft is not None:  # streamed: time after the first token
+            tpot = max(0.0, elapsed - ttft) / (out_tok - 1)
+        elif tpot is None and out_tok > 0:  # not streamed: only latency / tokens is known
+            tpot = elapsed / out_tok
         if answer.latency_s is None:
             answer = replace(answer, latency_s=elapsed)
 
