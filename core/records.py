@@ -226,7 +226,7 @@ def _open_bytes(raw: IO[bytes]) -> IO[bytes]:
 
 
 def _stream_error(e: BaseException, where: str, after: int | None) -> RecordsError:
-    at = f" after line {after}" if after is not None else ""
+    at = f" after line {after}" if after else ""
     if isinstance(e, (EOFError, zlib.error, gzip.BadGzipFile)):
         return RecordsError(f"corrupt or truncated gzip data{at} ({e})", path=where)
     return RecordsError(f"cannot read file{at}: {e}", path=where)
@@ -283,23 +283,27 @@ def _text_lines(stream: IO[bytes], where: str, chunk_size: int = 1 << 20) -> Ite
 def _csv_rows(lines: Iterator[str], where: str) -> Iterator[tuple[int, Callable[[str], Any]]]:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     reader = csv.reader(lines, strict=True)
-    try:
-        header = next(reader, None)
-    except csv.Error as e:
-        raise RecordsError(f"malformed CSV header: {e}", path=where, line=1) from None
+    header: list[str] | None = []
+    while header == []:  # skip leading blank lines
+        try:
+            header = next(reader, None)
+        except csv.Error as e:
+            raise RecordsError(f"malformed CSV header: {e}", path=where, line=reader.line_num) from None
     if header is None:
         raise RecordsError("empty file", path=where)
+    header_line = reader.line_num
     header = [h.strip() for h in header]
     index: dict[str, int] = {}
     for i, h in enumerate(header):
         if h in REQUIRED_COLUMNS or h in OPTIONAL_COLUMNS:
             if h in index:
-                raise RecordsError("duplicate column in header", path=where, line=1, column=h)
+                raise RecordsError("duplicate column in header", path=where, line=header_line, column=h)
             index[h] = i
     missing = [c for c in REQUIRED_COLUMNS if c not in index]
     if missing:
         raise RecordsError(
-            f"missing required column(s): {', '.join(missing)}", path=where, line=1, column=missing[0]
+            f"missing required column(s): {', '.join(missing)}",
+            path=where, line=header_line, column=missing[0],
         )
     width = len(header)
     while True:
