@@ -101,7 +101,8 @@ def _card_from_json(name: str, entry: object, where: str) -> ModelCard:
             f"allowed: {', '.join(_REQUIRED + _OPTIONAL)}"
         )
     try:
-        return ModelCard(name=name, **{k: entry.get(k) for k in _REQUIRED + _OPTIONAL if k in entry})
+        return ModelCard(name, entry["input_per_mtok"], entry["output_per_mtok"],
+                         **{k: entry[k] for k in _OPTIONAL if k in entry})
     except PricingError as e:
         raise PricingError(f"{where}: {e}") from None
 

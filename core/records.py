@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import gzip
 import io
 import json
@@ -120,21 +121,18 @@ def _to_int(v: Any, col: str, loc: _Loc) -> int:
         raise loc.error("empty token count", col)
     if isinstance(v, bool) or not isinstance(v, (int, float, str)):
         raise loc.error(f"not an integer: {v!r}", col)
-    if isinstance(v, int):
-        n = v
-    else:
+    n: int | None = v if isinstance(v, int) else None
+    if isinstance(v, str):
+        with contextlib.suppress(ValueError):
+            n = int(v)
+    if n is None:  # integral floats such as 12.0 or "12.0"
         try:
-            n = int(v) if isinstance(v, str) else None
+            x = float(v)
         except ValueError:
-            n = None
-        if n is None:  # allow integral floats such as "12.0"
-            try:
-                x = float(v)
-            except ValueError:
-                raise loc.error(f"not an integer: {str(v)[:40]!r}", col) from None
-            if not math.isfinite(x) or not x.is_integer():
-                raise loc.error(f"not an integer: {v!r}", col)
-            n = int(x)
+            raise loc.error(f"not an integer: {str(v)[:40]!r}", col) from None
+        if not math.isfinite(x) or not x.is_integer():
+            raise loc.error(f"not an integer: {v!r}", col)
+        n = int(x)
     if n < 0:
         raise loc.error(f"must be >= 0, got {n}", col)
     return n
@@ -222,7 +220,9 @@ def _open_bytes(raw: IO[bytes]) -> IO[bytes]:
     """``raw`` itself, or a decompressing view when it starts with the gzip magic bytes."""
     magic = raw.read(2)
     raw.seek(0)
-    return gzip.GzipFile(fileobj=raw, mode="rb") if magic == _GZIP_MAGIC else raw
+    if magic == _GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    return raw
 
 
 def _stream_error(e: BaseException, where: str, after: int | None) -> RecordsError:
@@ -320,7 +320,12 @@ def _csv_rows(lines: Iterator[str], where: str) -> Iterator[tuple[int, Callable[
             raise RecordsError(
                 f"row has {len(row)} field(s), the header has {width}", path=where, line=start
             )
-        yield start, lambda c, row=row: row[index[c]] if c in index else None
+        yield start, functools.partial(_cell_of, row, index)
+
+
+def _cell_of(row: list[str], index: dict[str, int], column: str) -> str | None:
+    i = index.get(column)
+    return None if i is None else row[i]
 
 
 def _jsonl_rows(lines: Iterator[str], where: str) -> Iterator[tuple[int, Callable[[str], Any]]]:
@@ -512,7 +517,7 @@ def write_records(records: Iterable[Record], path: str | os.PathLike[str]) -> No
     _check_consistent(recs, str(p))
     for r in recs:
         # Validate values exactly as the reader would, so whatever is written can be read back.
-        _parse_row(lambda c, r=r: getattr(r, c), _Loc(str(p), None), None)
+        _parse_row(functools.partial(getattr, r), _Loc(str(p), None), None)
     used = set()
     for col in OPTIONAL_COLUMNS:
         if any(getattr(r, col) is not None for r in recs):
