@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pytest
+
 from crescade.decisions import Answer, Plan, Verdict
 from crescade.dispatch import (
     AnswerRejectedError,

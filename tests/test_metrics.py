@@ -7,6 +7,7 @@ from itertools import combinations
 
 import numpy as np
 import pytest
+
 from crescade.errors import ConfigError
 from crescade.metrics import (
     aiq,

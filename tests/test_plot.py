@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from crescade.errors import ConfigError
 from crescade.plot import cost_quality_plot
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from crescade.errors import PricingError
 from crescade.pricing import ModelCard, load_prices, price_of, save_prices
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from crescade.errors import ConfigError, PoolError, RecordsError
 from crescade.pricing import ModelCard, load_prices
 from crescade.records import (

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from crescade import store
 from crescade.errors import ArtifactError, ConfigError
 from crescade.store import SCHEMA_VERSION, fingerprint, load_artifact, save_artifact

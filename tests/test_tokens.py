@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from crescade import tokens
 from crescade.errors import ConfigError
 from crescade.tokens import TokenCount, count_tokens, encoding_name_for, resolve_usage
