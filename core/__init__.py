@@ -1,0 +1,29 @@
+"""crescade: Cluster, Route, Escalate — a cost-aware LLM cascade.
+
+The framework-free core: records, prices, embeddings, the two stages, the knob, the dispatch loop,
+the artifact store and the replay evaluation. Adapters live in ``crescade_langchain`` and
+``crescade_llamaindex``.
+"""
+
+__version__ = "0.1.0"
+
+from .cascade import Cascade, ReplayResult
+from .decisions import Answer, Plan, Verdict
+from .errors import (
+    AllTiersFailedError,
+    ArtifactError,
+    ConfigError,
+    CrescadeError,
+    NotFittedError,
+    PoolError,
+    PricingError,
+    RecordsError,
+)
+from .pricing import ModelCard, load_prices
+from .records import Outcomes, Record, read_records, write_records
+
+__all__ = [
+    "AllTiersFailedError", "Answer", "ArtifactError", "Cascade", "ConfigError", "CrescadeError", "ModelCard",
+    "NotFittedError", "Outcomes", "Plan", "PoolError", "PricingError", "Record", "RecordsError", "ReplayResult",
+    "Verdict", "__version__", "load_prices", "read_records", "write_records",
+]

@@ -1,0 +1,186 @@
+"""The knob: simulate every (threshold, cluster, routed model) option on calibration data, then pick
+the cheapest joint Stage-1 assignment + Stage-2 threshold that meets the target.
+
+Options are scored on out-of-fold quality-estimator outputs, so the simulated accuracy is what the
+gate would do on prompts it was not trained on. Candidate plans come from a Lagrangian sweep
+(per cluster, maximise hits − λ·cost); the candidate set does not depend on the target, so a
+higher quality target can only select a plan at least as expensive (the knob is monotone).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError
+from .stage1 import efficient_ladder
+
+DEFAULT_THRESHOLDS = np.round(np.concatenate([[0.0], np.arange(0.30, 0.951, 0.025), [1.01]]), 4)
+_LAMBDAS = np.concatenate([[0.0], np.geomspace(1e-4, 1e4, 240)])
+
+
+@dataclass
+class CalibrationData:
+    """Per-prompt calibration arrays (all plain numpy, persisted in the artifact)."""
+
+    labels: np.ndarray      # [n] cluster of each calibration prompt
+    correct: np.ndarray     # [n, m] 0/1, NaN where a model has no record
+    cost: np.ndarray        # [n, m] $ of the call, NaN where unknown
+    p0: np.ndarray          # [n, m] out-of-fold QE score of the model's answer, no history
+    p1: np.ndarray | None   # [n, m, m] QE score of answer j given the answer of model `prev` (depth 3)
+
+
+@dataclass
+class OptionTable:
+    """Simulated totals of every option: index ``[threshold, cluster, first model]``."""
+
+    hits: np.ndarray
+    cost: np.ndarray
+    escalations: np.ndarray
+    strong_calls: np.ndarray
+    ladders: list[list[list[int]]]  # [cluster][first model] -> ladder
+    sizes: np.ndarray               # [cluster] number of calibration prompts
+
+
+def simulate(
+    data: CalibrationData, acc: np.ndarray, mean_cost: np.ndarray, thresholds: np.ndarray,
+    max_depth: int, strongest: int, start_model: int | None = None,
+) -> OptionTable:
+    """Replay every option on the calibration prompts (vectorised over thresholds)."""
+    n_k, n_m = acc.shape
+    t = len(thresholds)
+    shape = (t, n_k, n_m)
+    hits, cost = np.full(shape, -np.inf), np.full(shape, np.inf)
+    esc, strong = np.zeros(shape), np.zeros(shape)
+    sizes = np.bincount(data.labels, minlength=n_k).astype(float)
+    ladders: list[list[list[int]]] = []
+    for k in range(n_k):
+        rows = np.flatnonzero(data.labels == k)
+        lk: list[list[int]] = []
+        for m in range(n_m):
+            ladder = efficient_ladder(m, acc[k], mean_cost[k], max_depth)
+            lk.append(ladder)
+            if len(rows) == 0 or (start_model is not None and m != start_model):
+                continue
+            ok = np.all(~np.isnan(data.correct[np.ix_(rows, ladder)]), axis=1)
+            ok &= np.all(~np.isnan(data.cost[np.ix_(rows, ladder)]), axis=1)
+            r = rows[ok]
+            if len(r) == 0:
+                continue
+            scale = len(rows) / len(r)
+            # walk the ladder for every threshold at once: state [len(r), t]
+            pending = np.ones((len(r), t), dtype=bool)
+            got = np.zeros((len(r), t))
+            spent = np.zeros((len(r), t))
+            escalated = np.zeros((len(r), t), dtype=bool)
+            reached_strong = np.zeros((len(r), t), dtype=bool)
+            for tier, j in enumerate(ladder):
+                spent += pending * data.cost[r, j][:, None]
+                if j == strongest:
+                    reached_strong |= pending
+                if tier == len(ladder) - 1:
+                    accept = pending
+                else:
+                    if tier == 0:
+                        p = data.p0[r, j]
+                    elif data.p1 is not None:
+                        p = data.p1[r, j, ladder[tier - 1]]
+                    else:
+                        raise ConfigError("ladders deeper than 2 need history scores (p1)")
+                    accept = pending & (p[:, None] >= thresholds[None, :])
+                got += accept * data.correct[r, j][:, None]
+                if tier == 0:
+                    escalated = pending & ~accept
+                pending = pending & ~accept
+            hits[:, k, m] = got.sum(axis=0) * scale
+            cost[:, k, m] = spent.sum(axis=0) * scale
+            esc[:, k, m] = escalated.sum(axis=0) * scale
+            strong[:, k, m] = reached_strong.sum(axis=0) * scale
+        ladders.append(lk)
+    return OptionTable(hits, cost, esc, strong, ladders, sizes)
+
+
+@dataclass
+class Solution:
+    """One joint plan: the routed model and threshold index of every cluster, and its totals."""
+
+    first: np.ndarray        # [K] routed model per cluster
+    tau_index: np.ndarray    # [K] threshold index per cluster
+    hits: float
+    cost: float
+    escalations: float
+    strong_calls: float
+
+
+def candidates(table: OptionTable, *, per_cluster_threshold: bool, cost_scale: float) -> list[Solution]:
+    """All Lagrangian solutions (the lower convex frontier of cost vs hits), deduplicated."""
+    t, n_k, n_m = table.hits.shape
+    hits = np.where(np.isfinite(table.hits), table.hits, -1e18)
+    cost = np.where(np.isfinite(table.cost), table.cost / cost_scale, 1e18)
+    out: dict[tuple[int, ...], Solution] = {}
+    kk = np.arange(n_k)
+    for lam in _LAMBDAS:
+        score = hits - lam * cost  # [t, k, m]
+        if per_cluster_threshold:
+            flat = score.transpose(1, 0, 2).reshape(n_k, t * n_m)
+            best = np.argmax(flat, axis=1)
+            tau_i, first = best // n_m, best % n_m
+            sols = [(tau_i, first)]
+        else:
+            sols = []
+            for ti in range(t):
+                first = np.argmax(score[ti], axis=1)
+                sols.append((np.full(n_k, ti), first))
+        for tau_i, first in sols:
+            key = (*tau_i.tolist(), *first.tolist())
+            if key in out:
+                continue
+            if not np.all(np.isfinite(table.hits[tau_i, kk, first])):
+                continue
+            out[key] = Solution(
+                first=first.astype(np.int64), tau_index=tau_i.astype(np.int64),
+                hits=float(table.hits[tau_i, kk, first].sum()), cost=float(table.cost[tau_i, kk, first].sum()),
+                escalations=float(table.escalations[tau_i, kk, first].sum()),
+                strong_calls=float(table.strong_calls[tau_i, kk, first].sum()),
+            )
+    return list(out.values())
+
+
+def choose(
+    sols: list[Solution], *, n: float, strong_acc: float, strong_cost: float,
+    quality_target: float | None, cost_target: float | None,
+) -> tuple[Solution, bool]:
+    """Pick the plan for the knob. Returns ``(solution, target_met)``."""
+    if not sols:
+        raise ConfigError("no feasible plan: the calibration data has no usable option")
+    if (quality_target is None) == (cost_target is None):
+        raise ConfigError("set exactly one of quality_target or cost_target")
+    accs = np.array([s.hits for s in sols]) / n
+    costs = np.array([s.cost for s in sols]) / n
+    if quality_target is not None:
+        ok = accs >= quality_target * strong_acc - 1e-12
+        if ok.any():
+            idx = np.flatnonzero(ok)
+            best = idx[np.lexsort((-accs[idx], costs[idx]))[0]]
+            return sols[int(best)], True
+        return sols[int(np.lexsort((costs, -accs))[0])], False
+    ok = costs <= cost_target * strong_cost + 1e-15  # type: ignore[operator]
+    if ok.any():
+        idx = np.flatnonzero(ok)
+        best = idx[np.lexsort((costs[idx], -accs[idx]))[0]]
+        return sols[int(best)], True
+    return sols[int(np.argmin(costs))], False
+
+
+def expectations(sol: Solution, *, n: float, strong_acc: float, strong_cost: float) -> dict[str, Any]:
+    """What the chosen plan is expected to do, in user units."""
+    return {
+        "accuracy": sol.hits / n,
+        "retention": sol.hits / n / strong_acc if strong_acc > 0 else float("nan"),
+        "cost_per_query_usd": sol.cost / n,
+        "cost_ratio": sol.cost / n / strong_cost if strong_cost > 0 else float("nan"),
+        "escalation_rate": sol.escalations / n,
+        "strong_call_share": sol.strong_calls / n,
+    }

@@ -1,0 +1,660 @@
+"""The fitted cascade: scikit-learn-style estimator (parameters in ``__init__``, ``fit`` learns,
+fitted state ends in ``_``) whose ``plan`` and ``judge`` are pure, I/O-free and thread-safe."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from . import __version__
+from .calibrate import (
+    DEFAULT_THRESHOLDS,
+    CalibrationData,
+    OptionTable,
+    Solution,
+    candidates,
+    choose,
+    expectations,
+    simulate,
+)
+from .decisions import Answer, Plan, Verdict
+from .embed import CallableEmbedder, TfidfSvdEmbedder, as_embedder
+from .errors import ArtifactError, ConfigError, NotFittedError, PoolError
+from .features import answer_features, final_answer
+from .pricing import ModelCard
+from .progress import Progress
+from .records import Outcomes
+from .stage1 import assign, cluster_means, efficient_ladder, fit_centroids, shrunk_accuracy
+from .stage2 import AnswerTable, QualityEstimator, extra_features
+from .store import fingerprint, load_artifact, save_artifact
+
+ARTIFACT_KIND = "crescade.cascade"
+
+
+@dataclass
+class ReplayResult:
+    """Per-prompt outcome of replaying the cascade on recorded answers (plain arrays)."""
+
+    correct: np.ndarray      # [n] 0/1 of the answer the cascade returned
+    cost: np.ndarray         # [n] $ spent, rejected answers included
+    model: np.ndarray        # [n] index (into the cascade's pool) of the answering model
+    routed: np.ndarray       # [n] index of the routed (first) model
+    cluster: np.ndarray      # [n]
+    calls: np.ndarray        # [n] number of model calls
+    escalated: np.ndarray    # [n] bool
+    strong_call: np.ndarray  # [n] bool: the strongest model was called
+
+    def summary(self) -> dict[str, float]:
+        return {"accuracy": float(self.correct.mean()), "cost_per_query_usd": float(self.cost.mean()),
+                "escalation_rate": float(self.escalated.mean()),
+                "strong_call_share": float(self.strong_call.mean()), "mean_calls": float(self.calls.mean())}
+
+
+class Cascade:
+    """Cluster → Route → Escalate, calibrated to one knob.
+
+    Parameters
+    ----------
+    quality_target: keep at least this fraction of the strongest model's accuracy (e.g. 0.98).
+    cost_target: or spend at most this fraction of always-strongest (set exactly one of the two).
+    n_clusters: an int, or ``"auto"`` to choose from ``cluster_grid`` on out-of-fold calibration.
+    shrinkage: pseudo-count pulling per-cluster accuracy toward the model's global accuracy.
+    max_depth: tiers in a ladder (1 = routing only, 2 = routed → strongest, 3 = one middle tier).
+    threshold_mode: one gate threshold for all clusters (``"global"``) or one per cluster.
+    start_model: force the routed model (e.g. the cheapest, for a FrugalGPT-style cascade).
+    n_folds: cross-fitting folds: the knob is tuned on out-of-fold quality-estimator scores.
+    embedder: ``None`` (offline TF-IDF + SVD fitted on the calibration prompts) or any embedder/callable.
+    """
+
+    def __init__(
+        self, quality_target: float | None = 0.98, cost_target: float | None = None,
+        n_clusters: int | Literal["auto"] = "auto", cluster_grid: Sequence[int] = (4, 8, 16, 32),
+        shrinkage: float = 10.0, max_depth: int = 2,
+        threshold_mode: Literal["global", "per_cluster"] = "global", start_model: str | None = None,
+        n_folds: int = 5, embedder: Any = None, qe_C: float = 1.0, random_state: int = 0,
+        progress: bool = True,
+    ) -> None:
+        self.quality_target = quality_target
+        self.cost_target = cost_target
+        self.n_clusters = n_clusters
+        self.cluster_grid = tuple(cluster_grid)
+        self.shrinkage = shrinkage
+        self.max_depth = max_depth
+        self.threshold_mode = threshold_mode
+        self.start_model = start_model
+        self.n_folds = n_folds
+        self.embedder = embedder
+        self.qe_C = qe_C
+        self.random_state = random_state
+        self.progress = progress
+
+    # ------------------------------------------------------------------ parameters
+    def get_params(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in (
+            "quality_target", "cost_target", "n_clusters", "cluster_grid", "shrinkage", "max_depth",
+            "threshold_mode", "start_model", "n_folds", "qe_C", "random_state")}
+
+    def _validate(self) -> None:
+        qt, ct = self.quality_target, self.cost_target
+        if (qt is None) == (ct is None):
+            raise ConfigError("set exactly one of quality_target or cost_target (the other must be None)")
+        for name, v, lo, hi in (("quality_target", qt, 0.0, 2.0), ("cost_target", ct, 0.0, 10.0)):
+            if v is not None and not (isinstance(v, (int, float)) and lo < v <= hi and math.isfinite(v)):
+                raise ConfigError(f"{name} must be a number in ({lo}, {hi}], got {v!r}")
+        if self.n_clusters != "auto" and not (isinstance(self.n_clusters, int) and self.n_clusters >= 1):
+            raise ConfigError(f"n_clusters must be a positive int or 'auto', got {self.n_clusters!r}")
+        if not self.cluster_grid or any(not isinstance(k, int) or k < 1 for k in self.cluster_grid):
+            raise ConfigError(f"cluster_grid must hold positive ints, got {self.cluster_grid!r}")
+        if self.max_depth not in (1, 2, 3):
+            raise ConfigError(f"max_depth must be 1, 2 or 3, got {self.max_depth!r}")
+        if self.threshold_mode not in ("global", "per_cluster"):
+            raise ConfigError(f"threshold_mode must be 'global' or 'per_cluster', got {self.threshold_mode!r}")
+        if not (isinstance(self.n_folds, int) and self.n_folds >= 2):
+            raise ConfigError(f"n_folds must be an int >= 2, got {self.n_folds!r}")
+        if not (self.shrinkage >= 0 and math.isfinite(self.shrinkage)):
+            raise ConfigError(f"shrinkage must be a finite number >= 0, got {self.shrinkage!r}")
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, outcomes: Outcomes, prices: Mapping[str, ModelCard] | None = None) -> Cascade:
+        """Learn clusters, the Stage-1 table and the quality estimator, then tune the knob."""
+        self._validate()
+        n, m = outcomes.n_prompts, outcomes.n_models
+        if m < 1 or n < max(2 * self.n_folds, 10):
+            raise ConfigError(f"need at least {max(2 * self.n_folds, 10)} prompts and 1 model to fit, "
+                              f"got {n} prompts x {m} models")
+        if self.start_model is not None and self.start_model not in outcomes.models:
+            raise PoolError(f"start_model {self.start_model!r} is not in the pool {outcomes.models}")
+        if prices is not None:
+            missing = [x for x in outcomes.models if x not in prices]
+            if missing:
+                raise PoolError(f"no price for model(s) {missing}")
+        self.models_ = list(outcomes.models)
+        self.cards_ = {x: prices[x] for x in self.models_} if prices is not None else {}
+        correct = np.asarray(outcomes.correct, dtype=float)
+        cost = np.asarray(outcomes.cost, dtype=float)
+        with Progress(6 + len(self._grid()) * self.n_folds, desc="calibrate", enabled=self.progress) as bar:
+            self.embedder_ = as_embedder(self.embedder)
+            self.embedder_.fit(outcomes.prompts)
+            emb = self.embedder_.embed(outcomes.prompts)
+            bar.update(1)
+            feats = self._text_features(outcomes.prompts, outcomes.responses, outcomes.finish_reason)
+            finals = [[final_answer(r) for r in row] for row in outcomes.responses]
+            logprob = np.asarray(outcomes.logprob_mean, dtype=float)
+            bar.update(1)
+            folds = np.random.default_rng(self.random_state).permutation(n) % self.n_folds
+            self.strongest_ = int(np.argmax(np.nanmean(correct, axis=0)))
+            best: tuple[tuple[float, float], int, np.ndarray, CalibrationData] | None = None
+            self.grid_report_ = []
+            for k in self._grid():
+                cents = fit_centroids(emb, k, random_state=self.random_state)
+                labels = assign(emb, cents)
+                data = self._crossfit(labels, len(cents), correct, cost, feats, finals, logprob, folds, bar)
+                table = self._table(data, len(cents))
+                sol, met, _ = self._solve(table, data)
+                exp = expectations(sol, n=n, strong_acc=self._strong_acc(data), strong_cost=self._strong_cost(data))
+                self.grid_report_.append({"n_clusters": len(cents), "target_met": met, **exp})
+                key = (0.0 if met else 1.0, exp["cost_ratio"] if self.quality_target is not None and met
+                       else -exp["accuracy"])
+                if best is None or key < best[0]:
+                    best = (key, len(cents), cents, data)
+            assert best is not None
+            _, self.n_clusters_, self.centroids_, self.calib_ = best
+            self.calib_prompt_ids_ = list(outcomes.prompt_ids)
+            # final fit on every calibration prompt
+            self._fit_tables(correct, cost, finals, self.calib_.labels)
+            self.qe_ = self._fit_qe(np.arange(n), self.calib_.labels, correct, feats, finals, logprob,
+                                    self.acc_table_, self.global_acc_, self.answer_tables_)
+            bar.update(1)
+            latency = np.asarray(outcomes.latency_s, dtype=float)
+            self.latency_table_ = cluster_means(latency, self.calib_.labels, self.n_clusters_)
+            self._resolve()
+            bar.update(3)
+        return self
+
+    def _grid(self) -> list[int]:
+        return sorted(set(self.cluster_grid)) if self.n_clusters == "auto" else [int(self.n_clusters)]
+
+    @staticmethod
+    def _text_features(prompts: Sequence[str], responses: Sequence[Sequence[str]],
+                       finish: Sequence[Sequence[str | None]]) -> np.ndarray:
+        return np.array([[answer_features(q, r, finish_reason=f) for r, f in zip(rs, fs)]
+                         for q, rs, fs in zip(prompts, responses, finish)], dtype=float)
+
+    def _fit_tables(self, correct: np.ndarray, cost: np.ndarray, finals: list[list[str | None]],
+                    labels: np.ndarray) -> None:
+        k = self.n_clusters_
+        self.acc_table_, self.count_table_, self.global_acc_ = shrunk_accuracy(correct, labels, k, self.shrinkage)
+        self.cost_table_ = cluster_means(cost, labels, k)
+        self.answer_tables_ = self._answer_tables(labels, finals, k, ~np.isnan(correct))
+
+    @staticmethod
+    def _answer_tables(labels: np.ndarray, finals: list[list[str | None]], k: int,
+                       known: np.ndarray) -> dict[tuple[int, int], AnswerTable]:
+        out = {}
+        m = known.shape[1]
+        for c in range(k):
+            rows = np.flatnonzero(labels == c)
+            for j in range(m):
+                out[(c, j)] = AnswerTable.build([finals[i][j] for i in rows if known[i, j]])
+        return out
+
+    def _rows(self, rows: np.ndarray, models: np.ndarray, labels: np.ndarray, feats: np.ndarray,
+              finals: list[list[str | None]], logprob: np.ndarray, acc: np.ndarray, gacc: np.ndarray,
+              tables: dict[tuple[int, int], AnswerTable], prev: np.ndarray | None = None) -> np.ndarray:
+        """QE rows for (prompt rows[i], model models[i]) with optional history model prev[i] (-1 = none)."""
+        out = np.empty((len(rows), feats.shape[2] + 10))
+        for r, (i, j) in enumerate(zip(rows.tolist(), models.tolist())):
+            k = int(labels[i])
+            fa = finals[i][j]
+            hist = []
+            if prev is not None and prev[r] >= 0:
+                q = int(prev[r])
+                hist = [(finals[i][q], float(acc[k, q]))]
+            lp = float(logprob[i, j])
+            out[r, : feats.shape[2]] = feats[i, j]
+            out[r, feats.shape[2]:] = extra_features(
+                prior=float(acc[k, j]), global_prior=float(gacc[j]), answer_logfreq=tables[(k, j)].logfreq(fa),
+                logprob_mean=lp if math.isfinite(lp) else None, final=fa, history=hist)
+        return out
+
+    def _fit_qe(self, rows: np.ndarray, labels: np.ndarray, correct: np.ndarray, feats: np.ndarray,
+                finals: list[list[str | None]], logprob: np.ndarray, acc: np.ndarray, gacc: np.ndarray,
+                tables: dict[tuple[int, int], AnswerTable]) -> QualityEstimator:
+        m = correct.shape[1]
+        rr, mm = np.repeat(rows, m), np.tile(np.arange(m), len(rows))
+        keep = ~np.isnan(correct[rr, mm])
+        rr, mm = rr[keep], mm[keep]
+        x = self._rows(rr, mm, labels, feats, finals, logprob, acc, gacc, tables)
+        y = correct[rr, mm]
+        if self.max_depth >= 3 and m > 1:
+            rng = np.random.default_rng(self.random_state + 7)
+            prev = (mm + rng.integers(1, m, size=len(mm))) % m
+            ok = ~np.isnan(correct[rr, prev])
+            xh = self._rows(rr[ok], mm[ok], labels, feats, finals, logprob, acc, gacc, tables, prev[ok])
+            x, y = np.vstack([x, xh]), np.concatenate([y, y[ok]])
+        return QualityEstimator(C=self.qe_C).fit(x, y)
+
+    def _crossfit(self, labels: np.ndarray, k: int, correct: np.ndarray, cost: np.ndarray, feats: np.ndarray,
+                  finals: list[list[str | None]], logprob: np.ndarray, folds: np.ndarray,
+                  bar: Progress) -> CalibrationData:
+        n, m = correct.shape
+        p0 = np.full((n, m), np.nan)
+        p1 = np.full((n, m, m), np.nan) if self.max_depth >= 3 else None
+        for f in range(self.n_folds):
+            tr, te = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
+            acc, _, gacc = shrunk_accuracy(correct[tr], labels[tr], k, self.shrinkage)
+            tables = self._answer_tables(labels[tr], [finals[i] for i in tr], k, ~np.isnan(correct[tr]))
+            qe = self._fit_qe(tr, labels, correct, feats, finals, logprob, acc, gacc, tables)
+            rr, mm = np.repeat(te, m), np.tile(np.arange(m), len(te))
+            p0[rr, mm] = qe.predict(self._rows(rr, mm, labels, feats, finals, logprob, acc, gacc, tables))
+            if p1 is not None:
+                r3 = np.repeat(te, m * m)
+                j3 = np.tile(np.repeat(np.arange(m), m), len(te))
+                q3 = np.tile(np.arange(m), m * len(te))
+                sel = j3 != q3
+                p1[r3[sel], j3[sel], q3[sel]] = qe.predict(
+                    self._rows(r3[sel], j3[sel], labels, feats, finals, logprob, acc, gacc, tables, q3[sel]))
+            bar.update(1)
+        return CalibrationData(labels=labels, correct=correct.copy(), cost=cost.copy(), p0=p0, p1=p1)
+
+    # ------------------------------------------------------------------ the knob
+    def _strong_acc(self, data: CalibrationData) -> float:
+        return float(np.nanmean(data.correct[:, self.strongest_]))
+
+    def _strong_cost(self, data: CalibrationData) -> float:
+        return float(np.nanmean(data.cost[:, self.strongest_]))
+
+    def _table(self, data: CalibrationData, k: int) -> OptionTable:
+        acc, _, _ = shrunk_accuracy(data.correct, data.labels, k, self.shrinkage)
+        mean_cost = cluster_means(data.cost, data.labels, k)
+        start = self.models_.index(self.start_model) if self.start_model is not None else None
+        return simulate(data, acc, mean_cost, DEFAULT_THRESHOLDS, self.max_depth, self.strongest_, start)
+
+    def _solve(self, table: OptionTable, data: CalibrationData) -> tuple[Solution, bool, list[Solution]]:
+        n = float(len(data.labels))
+        sols = candidates(table, per_cluster_threshold=self.threshold_mode == "per_cluster",
+                          cost_scale=max(self._strong_cost(data), 1e-12))
+        sol, met = choose(sols, n=n, strong_acc=self._strong_acc(data), strong_cost=self._strong_cost(data),
+                          quality_target=self.quality_target, cost_target=self.cost_target)
+        return sol, met, sols
+
+    def _resolve(self) -> None:
+        """(Re)choose the plan from the stored calibration data (after fit, retarget or a pool change)."""
+        table = self._table(self.calib_, self.n_clusters_)
+        sol, met, sols = self._solve(table, self.calib_)
+        self.first_ = sol.first
+        self.tau_index_ = sol.tau_index
+        self.ladders_ = [table.ladders[k][int(sol.first[k])] for k in range(self.n_clusters_)]
+        n = float(len(self.calib_.labels))
+        sa, sc = self._strong_acc(self.calib_), self._strong_cost(self.calib_)
+        self.expected_ = {"target_met": met, **expectations(sol, n=n, strong_acc=sa, strong_cost=sc),
+                          "strongest_model": self.models_[self.strongest_], "strongest_accuracy": sa,
+                          "strongest_cost_per_query_usd": sc}
+        self.frontier_ = sorted(
+            ({"accuracy": s.hits / n, "cost_ratio": s.cost / n / sc if sc > 0 else float("nan")} for s in sols),
+            key=lambda d: d["cost_ratio"])
+
+    def retarget(self, *, quality_target: float | None = None, cost_target: float | None = None) -> Cascade:
+        """A copy of this fitted cascade tuned to another knob value, without refitting anything."""
+        self._check_fitted()
+        new = copy.copy(self)
+        new.quality_target, new.cost_target = quality_target, cost_target
+        new._validate()
+        new._resolve()
+        return new
+
+    # ------------------------------------------------------------------ pool changes
+    def remove_model(self, name: str) -> Cascade:
+        """A copy without ``name``: its clusters are re-assigned at once from the stored statistics."""
+        self._check_fitted()
+        if name not in self.models_:
+            raise PoolError(f"model {name!r} is not in the pool {self.models_}")
+        if len(self.models_) == 1:
+            raise PoolError("cannot remove the only model of the pool")
+        j = self.models_.index(name)
+        keep = [i for i in range(len(self.models_)) if i != j]
+        new = copy.copy(self)
+        new.models_ = [self.models_[i] for i in keep]
+        new.cards_ = {k: v for k, v in self.cards_.items() if k != name}
+        d = self.calib_
+        new.calib_ = CalibrationData(
+            labels=d.labels, correct=d.correct[:, keep], cost=d.cost[:, keep], p0=d.p0[:, keep],
+            p1=d.p1[:, keep][:, :, keep] if d.p1 is not None else None)
+        new.acc_table_, new.count_table_ = self.acc_table_[:, keep], self.count_table_[:, keep]
+        new.global_acc_, new.cost_table_ = self.global_acc_[keep], self.cost_table_[:, keep]
+        new.latency_table_ = self.latency_table_[:, keep]
+        remap = {old: i for i, old in enumerate(keep)}
+        new.answer_tables_ = {(c, remap[q]): t for (c, q), t in self.answer_tables_.items() if q in remap}
+        new.strongest_ = int(np.argmax(np.nanmean(new.calib_.correct, axis=0)))
+        if new.start_model == name:
+            new.start_model = None
+        new._resolve()
+        return new
+
+    def add_model(self, name: str, outcomes: Outcomes, card: ModelCard | None = None) -> Cascade:
+        """A copy with ``name`` added, profiled only from its records on (some of) the calibration prompts.
+
+        Clusters, embedder and quality estimator are reused; nothing is refitted.
+        """
+        self._check_fitted()
+        if name in self.models_:
+            raise PoolError(f"model {name!r} is already in the pool")
+        if name not in outcomes.models:
+            raise PoolError(f"the records hold no answers of {name!r} (models: {outcomes.models})")
+        col = outcomes.models.index(name)
+        index = {pid: i for i, pid in enumerate(self.calib_prompt_ids_)}
+        pairs = [(index[pid], r) for r, pid in enumerate(outcomes.prompt_ids) if pid in index]
+        if not pairs:
+            raise PoolError(f"none of the {outcomes.n_prompts} prompts given for {name!r} is a calibration "
+                            "prompt of this cascade; profile the new model on (a subset of) those prompts")
+        rows = np.array([p[0] for p in pairs])
+        src = np.array([p[1] for p in pairs])
+        n, m = self.calib_.correct.shape
+        new = copy.copy(self)
+        new.models_ = [*self.models_, name]
+        new.cards_ = dict(self.cards_)
+        if card is not None:
+            new.cards_[name] = card
+        elif self.cards_:
+            raise PoolError(f"this cascade prices its models: give the ModelCard of {name!r}")
+        corr = np.full(n, np.nan)
+        cst = np.full(n, np.nan)
+        corr[rows] = outcomes.correct[src, col]
+        cst[rows] = outcomes.cost[src, col]
+        labels = self.calib_.labels
+        acc_new, cnt_new, g_new = shrunk_accuracy(corr[:, None], labels, self.n_clusters_, self.shrinkage)
+        new.acc_table_ = np.hstack([self.acc_table_, acc_new])
+        new.count_table_ = np.hstack([self.count_table_, cnt_new])
+        new.global_acc_ = np.concatenate([self.global_acc_, g_new])
+        new.cost_table_ = np.hstack([self.cost_table_, cluster_means(cst[:, None], labels, self.n_clusters_)])
+        lat = np.full(n, np.nan)
+        lat[rows] = np.asarray(outcomes.latency_s, dtype=float)[src, col]
+        new.latency_table_ = np.hstack([self.latency_table_, cluster_means(lat[:, None], labels, self.n_clusters_)])
+        texts = {int(i): outcomes.responses[int(s)][col] for i, s in zip(rows, src)}
+        new.answer_tables_ = dict(self.answer_tables_)
+        for c in range(self.n_clusters_):
+            new.answer_tables_[(c, m)] = AnswerTable.build(
+                [final_answer(texts[int(i)]) for i in rows if labels[i] == c])
+        # QE scores of the new model's calibration answers (the estimator is reused as is)
+        p0 = np.full(n, np.nan)
+        for i, s in zip(rows.tolist(), src.tolist()):
+            lp = float(np.asarray(outcomes.logprob_mean)[s, col])
+            ans = Answer(text=outcomes.responses[s][col], model=name,
+                         finish_reason=outcomes.finish_reason[s][col],
+                         logprob_mean=lp if math.isfinite(lp) else None)
+            p0[i] = new._score(self.calib_prompt_text(i, outcomes, s), ans, int(labels[i]), [])
+        p1 = None
+        if self.calib_.p1 is not None:
+            p1 = np.full((n, m + 1, m + 1), np.nan)
+            p1[:, :m, :m] = self.calib_.p1
+        new.calib_ = CalibrationData(labels=labels, correct=np.hstack([self.calib_.correct, corr[:, None]]),
+                                     cost=np.hstack([self.calib_.cost, cst[:, None]]),
+                                     p0=np.hstack([self.calib_.p0, p0[:, None]]), p1=p1)
+        new._resolve()
+        return new
+
+    @staticmethod
+    def calib_prompt_text(i: int, outcomes: Outcomes, src_row: int) -> str:
+        return outcomes.prompts[src_row]
+
+    # ------------------------------------------------------------------ serving
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "first_"):
+            raise NotFittedError("this Cascade is not fitted: call fit(outcomes) or Cascade.load(path)")
+
+    def _model_index(self, name: str) -> int:
+        try:
+            return self.models_.index(name)
+        except ValueError:
+            raise PoolError(f"model {name!r} is not in the cascade's pool {self.models_}") from None
+
+    def cluster_of(self, queries: Sequence[str]) -> np.ndarray:
+        self._check_fitted()
+        return assign(self.embedder_.embed(list(queries)), self.centroids_)
+
+    def _plan_for(self, k: int, min_model: str | None) -> Plan:
+        ladder = list(self.ladders_[k])
+        tau = float(DEFAULT_THRESHOLDS[int(self.tau_index_[k])])
+        reason = f"cluster {k}: routed to {self.models_[ladder[0]]}"
+        if min_model is not None:
+            j = self._model_index(min_model)
+            if j in ladder:
+                ladder = ladder[ladder.index(j):]
+            elif self.acc_table_[k, j] >= self.acc_table_[k, ladder[0]]:
+                ladder = efficient_ladder(j, self.acc_table_[k], self.cost_table_[k], self.max_depth)
+            if ladder[0] != self.ladders_[k][0]:
+                reason += f", raised to {self.models_[ladder[0]]} (conversation floor {min_model})"
+        names = tuple(self.models_[j] for j in ladder)
+        thresholds = tuple([tau] * (len(names) - 1) + [0.0])
+        return Plan(cluster=k, ladder=names, thresholds=thresholds, reason=reason)
+
+    def plan(self, query: str, *, min_model: str | None = None) -> Plan:
+        """The cluster of ``query`` and the ladder of models to try (pure, thread-safe)."""
+        k = int(self.cluster_of([query])[0])
+        return self._plan_for(k, min_model)
+
+    def plan_batch(self, queries: Sequence[str]) -> list[Plan]:
+        return [self._plan_for(int(k), None) for k in self.cluster_of(queries)]
+
+    def _score(self, query: str, answer: Answer, k: int, history: Sequence[Answer]) -> float:
+        j = self._model_index(answer.model)
+        fa = final_answer(answer.text)
+        hist = []
+        for h in history[-1:]:
+            if h.model in self.models_:
+                hist.append((final_answer(h.text), float(self.acc_table_[k, self.models_.index(h.model)])))
+        x = answer_features(query, answer.text, finish_reason=answer.finish_reason) + extra_features(
+            prior=float(self.acc_table_[k, j]), global_prior=float(self.global_acc_[j]),
+            answer_logfreq=self.answer_tables_[(k, j)].logfreq(fa), logprob_mean=answer.logprob_mean,
+            final=fa, history=hist)
+        return float(self.qe_.predict(np.asarray(x, dtype=float))[0])
+
+    def judge(self, query: str, answer: Answer, *, plan: Plan, tier: int, history: Sequence[Answer] = ()) -> Verdict:
+        """P(correct) of ``answer`` and whether to escalate (pure, thread-safe)."""
+        self._check_fitted()
+        if not 0 <= tier < len(plan.ladder):
+            raise ConfigError(f"tier {tier} is outside the plan's ladder of {len(plan.ladder)}")
+        threshold = plan.thresholds[tier]
+        if tier == len(plan.ladder) - 1:
+            return Verdict(p=float("nan"), threshold=0.0, escalate=False, reason="last tier")
+        p = self._score(query, answer, plan.cluster, history)
+        esc = p < threshold
+        return Verdict(p=p, threshold=threshold, escalate=esc,
+                       reason=f"p={p:.3f} {'<' if esc else '>='} {threshold:.3f}")
+
+    # ------------------------------------------------------------------ replay
+    def replay(self, outcomes: Outcomes) -> ReplayResult:
+        """Run the cascade over recorded answers (every model's answer to every prompt is known)."""
+        self._check_fitted()
+        cols = []
+        for name in self.models_:
+            if name not in outcomes.models:
+                raise PoolError(f"the records lack model {name!r} of the cascade's pool")
+            cols.append(outcomes.models.index(name))
+        n = outcomes.n_prompts
+        labels = self.cluster_of(outcomes.prompts)
+        out = ReplayResult(correct=np.zeros(n), cost=np.zeros(n), model=np.zeros(n, dtype=np.int64),
+                           routed=np.zeros(n, dtype=np.int64), cluster=labels, calls=np.zeros(n, dtype=np.int64),
+                           escalated=np.zeros(n, dtype=bool), strong_call=np.zeros(n, dtype=bool))
+        lp_all = np.asarray(outcomes.logprob_mean, dtype=float)
+        for i in range(n):
+            k = int(labels[i])
+            plan = self._plan_for(k, None)
+            ladder = self.ladders_[k]
+            history: list[Answer] = []
+            for tier, j in enumerate(ladder):
+                c = cols[j]
+                out.cost[i] += outcomes.cost[i, c]
+                out.calls[i] += 1
+                if j == self.strongest_:
+                    out.strong_call[i] = True
+                if tier == len(ladder) - 1:
+                    break
+                lp = float(lp_all[i, c])
+                ans = Answer(text=outcomes.responses[i][c], model=self.models_[j],
+                             finish_reason=outcomes.finish_reason[i][c], logprob_mean=lp if math.isfinite(lp) else None)
+                if self._score(outcomes.prompts[i], ans, k, history) >= plan.thresholds[tier]:
+                    break
+                history.append(ans)
+                if tier == 0:
+                    out.escalated[i] = True
+            out.model[i] = j
+            out.routed[i] = ladder[0]
+            out.correct[i] = outcomes.correct[i, cols[j]]
+        return out
+
+    # ------------------------------------------------------------------ reports
+    def cluster_report(self, prompts: Sequence[str] | None = None, n_examples: int = 3) -> list[dict[str, Any]]:
+        """Per cluster: size, examples, routed model, ladder, accuracy, cost, expected escalation rate."""
+        self._check_fitted()
+        table = self._table(self.calib_, self.n_clusters_)
+        rows = []
+        for k in range(self.n_clusters_):
+            first = int(self.first_[k])
+            ti = int(self.tau_index_[k])
+            size = float(table.sizes[k])
+            ex_idx = np.flatnonzero(self.calib_.labels == k)[:n_examples]
+            rows.append({
+                "cluster": k, "size": int(size), "routed_model": self.models_[first],
+                "ladder": [self.models_[j] for j in self.ladders_[k]],
+                "threshold": float(DEFAULT_THRESHOLDS[ti]),
+                "routed_accuracy": float(self.acc_table_[k, first]),
+                "expected_accuracy": float(table.hits[ti, k, first] / size) if size else float("nan"),
+                "expected_cost_per_query_usd": float(table.cost[ti, k, first] / size) if size else float("nan"),
+                "expected_escalation_rate": float(table.escalations[ti, k, first] / size) if size else float("nan"),
+                "examples": [prompts[i][-160:] for i in ex_idx] if prompts is not None else [],
+            })
+        return rows
+
+    # ------------------------------------------------------------------ persistence
+    def fingerprint(self) -> str:
+        self._check_fitted()
+        return fingerprint({"models": self.models_, "prices": {k: v.to_dict() for k, v in self.cards_.items()},
+                            "embedder": self.embedder_.fingerprint()})
+
+    def save(self, directory: str | Path) -> None:
+        """Write the fitted cascade as JSON + ``.npz`` (no pickle), atomically."""
+        self._check_fitted()
+        if not isinstance(self.embedder_, TfidfSvdEmbedder):
+            raise ConfigError("only the default TfidfSvdEmbedder can be saved inside the artifact; a custom "
+                              "embedder must be passed again to Cascade.load(path, embedder=...)"
+                              ) if not isinstance(self.embedder_, CallableEmbedder) else None
+        emb_meta, emb_arrays = (self.embedder_.get_state() if isinstance(self.embedder_, TfidfSvdEmbedder)
+                                else ({"kind": "callable", "name": self.embedder_.name}, {}))
+        qe_meta, qe_arrays = self.qe_.get_state()
+        d = self.calib_
+        arrays = {
+            "centroids": self.centroids_, "acc_table": self.acc_table_, "count_table": self.count_table_,
+            "global_acc": self.global_acc_, "cost_table": self.cost_table_, "latency_table": self.latency_table_,
+            "first": self.first_, "tau_index": self.tau_index_, "calib_labels": d.labels,
+            "calib_correct": d.correct, "calib_cost": d.cost, "calib_p0": d.p0, **emb_arrays, **qe_arrays,
+        }
+        if d.p1 is not None:
+            arrays["calib_p1"] = d.p1.astype(np.float32)
+        params = self.get_params()
+        params["cluster_grid"] = list(params["cluster_grid"])
+        meta = {
+            "crescade_version": __version__, "params": params, "models": self.models_,
+            "strongest": self.strongest_, "n_clusters": self.n_clusters_,
+            "thresholds": DEFAULT_THRESHOLDS.tolist(),
+            "ladders": [[int(j) for j in lad] for lad in self.ladders_],
+            "answer_tables": [{"cluster": c, "model": j, "counts": t.counts, "total": t.total}
+                              for (c, j), t in sorted(self.answer_tables_.items())],
+            "cards": {k: v.to_dict() for k, v in self.cards_.items()},
+            "calib_prompt_ids": self.calib_prompt_ids_, "expected": _jsonable(self.expected_),
+            "grid_report": _jsonable(self.grid_report_), "embedder": emb_meta, "qe": qe_meta,
+            "fingerprint": self.fingerprint(),
+        }
+        save_artifact(directory, kind=ARTIFACT_KIND, meta=meta, arrays=arrays)
+
+    @classmethod
+    def load(cls, directory: str | Path, *, embedder: Any = None) -> Cascade:
+        """Load a saved cascade. Never executes code; a damaged or foreign artifact is an ArtifactError."""
+        meta, arrays = load_artifact(directory, kind=ARTIFACT_KIND)
+        try:
+            return cls._from_state(meta, arrays, embedder)
+        except ArtifactError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise ArtifactError(f"{directory}: artifact content is inconsistent: {type(exc).__name__}: {exc}"
+                                ) from None
+
+    @classmethod
+    def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], embedder: Any) -> Cascade:
+        p = dict(meta["params"])
+        p["cluster_grid"] = tuple(p["cluster_grid"])
+        self = cls(**p, progress=False)
+        self.models_ = [str(x) for x in meta["models"]]
+        m = len(self.models_)
+        self.strongest_ = int(meta["strongest"])
+        self.n_clusters_ = int(meta["n_clusters"])
+        k = self.n_clusters_
+        if meta["thresholds"] != DEFAULT_THRESHOLDS.tolist():
+            raise ArtifactError("artifact threshold grid differs from this crescade version's")
+        shapes = {"acc_table": (k, m), "count_table": (k, m), "cost_table": (k, m), "latency_table": (k, m),
+                  "global_acc": (m,), "first": (k,), "tau_index": (k,)}
+        for key, shape in shapes.items():
+            if arrays[key].shape != shape:
+                raise ArtifactError(f"array {key} has shape {arrays[key].shape}, expected {shape}")
+        if not 0 <= self.strongest_ < m:
+            raise ArtifactError("strongest model index out of range")
+        self.centroids_ = arrays["centroids"]
+        self.acc_table_, self.count_table_ = arrays["acc_table"], arrays["count_table"]
+        self.global_acc_, self.cost_table_ = arrays["global_acc"], arrays["cost_table"]
+        self.latency_table_ = arrays["latency_table"]
+        self.first_, self.tau_index_ = arrays["first"].astype(np.int64), arrays["tau_index"].astype(np.int64)
+        if self.first_.min(initial=0) < 0 or self.first_.max(initial=0) >= m or \
+                self.tau_index_.min(initial=0) < 0 or self.tau_index_.max(initial=0) >= len(DEFAULT_THRESHOLDS):
+            raise ArtifactError("plan indices out of range")
+        self.ladders_ = [[int(j) for j in lad] for lad in meta["ladders"]]
+        if len(self.ladders_) != k or any(not lad or min(lad) < 0 or max(lad) >= m for lad in self.ladders_):
+            raise ArtifactError("ladders do not match the pool")
+        self.answer_tables_ = {(int(t["cluster"]), int(t["model"])): AnswerTable(
+            {str(a): int(c) for a, c in t["counts"].items()}, int(t["total"])) for t in meta["answer_tables"]}
+        self.cards_ = {name: ModelCard(**card) for name, card in meta["cards"].items()}
+        self.calib_prompt_ids_ = [str(x) for x in meta["calib_prompt_ids"]]
+        n = len(self.calib_prompt_ids_)
+        self.calib_ = CalibrationData(
+            labels=arrays["calib_labels"].astype(np.int64), correct=arrays["calib_correct"],
+            cost=arrays["calib_cost"], p0=arrays["calib_p0"],
+            p1=arrays["calib_p1"].astype(np.float64) if "calib_p1" in arrays else None)
+        if self.calib_.correct.shape != (n, m) or self.calib_.labels.shape != (n,):
+            raise ArtifactError("calibration arrays do not match the pool")
+        emb_meta = meta["embedder"]
+        if emb_meta["kind"] == TfidfSvdEmbedder.kind:
+            self.embedder_ = TfidfSvdEmbedder.from_state(emb_meta, arrays)
+        elif embedder is None:
+            raise ArtifactError("this artifact was fitted with a custom embedder: pass it to Cascade.load(..., "
+                                "embedder=...)")
+        else:
+            self.embedder_ = as_embedder(embedder)
+        if self.centroids_.shape[0] != k:
+            raise ArtifactError("centroids do not match n_clusters")
+        self.qe_ = QualityEstimator.from_state(meta["qe"], arrays)
+        self.expected_ = meta["expected"]
+        self.grid_report_ = meta.get("grid_report", [])
+        self._resolve()
+        if meta.get("fingerprint") != self.fingerprint():
+            raise ArtifactError("artifact fingerprint does not match its pool, prices and embedder")
+        return self
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj

@@ -1,0 +1,127 @@
+"""Stage 2: the quality estimator (QE), P(answer correct | query, answer, model profile, history).
+
+It never sees a gold answer. Its inputs are model-agnostic, so a model it was not trained on is
+judged through that model's Stage-1 profile rather than its name:
+
+* answer text features (:mod:`crescade.features`), finish reason / truncation, mean token logprob;
+* the model's shrunk accuracy in the query's cluster and overall (as logits);
+* how common this final answer is among the model's answers in the cluster (answer bias);
+* agreement with answers given by earlier tiers of the same request.
+
+The classifier is a standardised logistic regression: calibrated probabilities, plain arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, NotFittedError
+from .features import FEATURE_NAMES
+
+EXTRA_NAMES: tuple[str, ...] = (
+    "prior_logit", "global_logit", "answer_logfreq", "has_logprob", "logprob_mean",
+    "has_history", "n_comparable", "agrees", "agree_prior", "disagree_prior",
+)
+QE_FEATURE_NAMES: tuple[str, ...] = FEATURE_NAMES + EXTRA_NAMES
+TOP_ANSWERS = 32
+
+
+def logit(p: float) -> float:
+    p = min(max(p, 1e-3), 1 - 1e-3)
+    return math.log(p / (1 - p))
+
+
+@dataclass(frozen=True)
+class AnswerTable:
+    """Counts of a model's most common final answers in one cluster."""
+
+    counts: dict[str, int]
+    total: int
+
+    def logfreq(self, answer: str | None) -> float:
+        if answer is None:
+            return 0.0
+        return math.log((self.counts.get(answer, 0) + 1) / (self.total + 5))
+
+    @classmethod
+    def build(cls, answers: Sequence[str | None]) -> AnswerTable:
+        c = Counter(a for a in answers if a is not None)
+        return cls(dict(c.most_common(TOP_ANSWERS)), sum(c.values()))
+
+
+def extra_features(
+    *, prior: float, global_prior: float, answer_logfreq: float, logprob_mean: float | None,
+    final: str | None, history: Sequence[tuple[str | None, float]],
+) -> list[float]:
+    """The non-text part of a QE row. ``history`` holds ``(final_answer, prior)`` of earlier tiers."""
+    has_lp = logprob_mean is not None and math.isfinite(logprob_mean)
+    comparable = [(a, pr) for a, pr in history if a is not None and final is not None]
+    agree = [logit(pr) for a, pr in comparable if a == final]
+    disagree = [logit(pr) for a, pr in comparable if a != final]
+    return [
+        logit(prior), logit(global_prior), answer_logfreq,
+        1.0 if has_lp else 0.0, float(logprob_mean) if has_lp else 0.0,
+        1.0 if history else 0.0, float(len(comparable)), 1.0 if agree else 0.0,
+        max(agree) if agree else 0.0, max(disagree) if disagree else 0.0,
+    ]
+
+
+class QualityEstimator:
+    """Standardised logistic regression over :data:`QE_FEATURE_NAMES`."""
+
+    def __init__(self, C: float = 1.0, max_iter: int = 2000) -> None:
+        self.C = C
+        self.max_iter = max_iter
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> QualityEstimator:
+        from sklearn.linear_model import LogisticRegression
+
+        if x.ndim != 2 or x.shape[1] != len(QE_FEATURE_NAMES) or len(x) != len(y):
+            raise ConfigError(f"QE training matrix must be [n, {len(QE_FEATURE_NAMES)}], got {x.shape}")
+        yb = (np.asarray(y) >= 0.5).astype(int)
+        self.mean_ = x.mean(axis=0)
+        scale = x.std(axis=0)
+        self.scale_ = np.where(scale > 1e-9, scale, 1.0)
+        if yb.min() == yb.max():  # degenerate labels: a constant estimator
+            self.coef_ = np.zeros(x.shape[1])
+            self.intercept_ = float(logit(float(yb[0])))
+            return self
+        clf = LogisticRegression(C=self.C, max_iter=self.max_iter)
+        clf.fit((x - self.mean_) / self.scale_, yb)
+        self.coef_ = clf.coef_[0].astype(np.float64)
+        self.intercept_ = float(clf.intercept_[0])
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """P(correct) for each row of ``x``."""
+        if not hasattr(self, "coef_"):
+            raise NotFittedError("QualityEstimator is not fitted")
+        z = ((np.atleast_2d(x) - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
+
+    def weights(self) -> dict[str, float]:
+        """Standardised coefficient per feature name (for reports)."""
+        return {n: float(w) for n, w in zip(QE_FEATURE_NAMES, self.coef_)}
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta = {"C": self.C, "intercept": self.intercept_, "features": list(QE_FEATURE_NAMES)}
+        return meta, {"qe_mean": self.mean_, "qe_scale": self.scale_, "qe_coef": self.coef_}
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> QualityEstimator:
+        if meta.get("features") != list(QE_FEATURE_NAMES):
+            raise ConfigError("the artifact's quality estimator uses another feature set")
+        self = cls(C=float(meta["C"]))
+        d = len(QE_FEATURE_NAMES)
+        for key in ("qe_mean", "qe_scale", "qe_coef"):
+            if arrays[key].shape != (d,):
+                raise ConfigError(f"{key} has shape {arrays[key].shape}, expected ({d},)")
+        self.mean_, self.scale_, self.coef_ = arrays["qe_mean"], arrays["qe_scale"], arrays["qe_coef"]
+        self.intercept_ = float(meta["intercept"])
+        return self
