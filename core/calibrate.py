@@ -18,7 +18,7 @@ from .errors import ConfigError
 from .stage1 import efficient_ladder
 
 DEFAULT_THRESHOLDS = np.round(np.concatenate([[0.0], np.arange(0.30, 0.951, 0.025), [1.01]]), 4)
-_LAMBDAS = np.concatenate([[0.0], np.geomspace(1e-4, 1e4, 240)])
+_LAMBDAS = np.concatenate([[0.0], np.geomspace(1e-4, 1e4, 160)])
 
 
 @dataclass
@@ -30,6 +30,7 @@ class CalibrationData:
     cost: np.ndarray        # [n, m] $ of the call, NaN where unknown
     p0: np.ndarray          # [n, m] out-of-fold QE score of the model's answer, no history
     p1: np.ndarray | None   # [n, m, m] QE score of answer j given the answer of model `prev` (depth 3)
+    folds: np.ndarray       # [n] cross-fitting fold of each prompt
 
 
 @dataclass
@@ -46,30 +47,35 @@ class OptionTable:
 
 def simulate(
     data: CalibrationData, acc: np.ndarray, mean_cost: np.ndarray, thresholds: np.ndarray,
-    max_depth: int, strongest: int, start_model: int | None = None,
+    max_depth: int, strongest: int, start_model: int | None = None, rows: np.ndarray | None = None,
 ) -> OptionTable:
-    """Replay every option on the calibration prompts (vectorised over thresholds)."""
+    """Replay every option on the calibration prompts (vectorised over thresholds).
+
+    ``rows`` restricts the replay to a subset of the prompts (a cross-fitting fold).
+    """
     n_k, n_m = acc.shape
+    in_rows = np.zeros(len(data.labels), dtype=bool)
+    in_rows[np.arange(len(data.labels)) if rows is None else rows] = True
     t = len(thresholds)
     shape = (t, n_k, n_m)
     hits, cost = np.full(shape, -np.inf), np.full(shape, np.inf)
     esc, strong = np.zeros(shape), np.zeros(shape)
-    sizes = np.bincount(data.labels, minlength=n_k).astype(float)
+    sizes = np.bincount(data.labels[in_rows], minlength=n_k).astype(float)
     ladders: list[list[list[int]]] = []
     for k in range(n_k):
-        rows = np.flatnonzero(data.labels == k)
+        rows_k = np.flatnonzero((data.labels == k) & in_rows)
         lk: list[list[int]] = []
         for m in range(n_m):
             ladder = efficient_ladder(m, acc[k], mean_cost[k], max_depth)
             lk.append(ladder)
-            if len(rows) == 0 or (start_model is not None and m != start_model):
+            if len(rows_k) == 0 or (start_model is not None and m != start_model):
                 continue
-            ok = np.all(~np.isnan(data.correct[np.ix_(rows, ladder)]), axis=1)
-            ok &= np.all(~np.isnan(data.cost[np.ix_(rows, ladder)]), axis=1)
-            r = rows[ok]
+            ok = np.all(~np.isnan(data.correct[np.ix_(rows_k, ladder)]), axis=1)
+            ok &= np.all(~np.isnan(data.cost[np.ix_(rows_k, ladder)]), axis=1)
+            r = rows_k[ok]
             if len(r) == 0:
                 continue
-            scale = len(rows) / len(r)
+            scale = len(rows_k) / len(r)
             # walk the ladder for every threshold at once: state [len(r), t]
             pending = np.ones((len(r), t), dtype=bool)
             got = np.zeros((len(r), t))
@@ -114,10 +120,26 @@ class Solution:
     strong_calls: float
 
 
-def candidates(table: OptionTable, *, per_cluster_threshold: bool, cost_scale: float) -> list[Solution]:
-    """All Lagrangian solutions (the lower convex frontier of cost vs hits), deduplicated."""
+def shrunk_hits(table: OptionTable, strength: float) -> np.ndarray:
+    """Option hits shrunk toward the same option's rate over all clusters (tames selection noise)."""
+    finite = np.isfinite(table.hits)
+    h0 = np.where(finite, table.hits, 0.0)
+    sizes = table.sizes[None, :, None] * finite
+    rate = h0.sum(axis=1, keepdims=True) / np.maximum(sizes.sum(axis=1, keepdims=True), 1e-12)
+    size = table.sizes[None, :, None]
+    shr = (h0 + strength * rate) / (size + strength) * size
+    return np.where(finite, shr, -np.inf)
+
+
+def candidates(table: OptionTable, *, per_cluster_threshold: bool, cost_scale: float,
+               shrinkage: float = 0.0) -> list[Solution]:
+    """All Lagrangian solutions (the lower convex frontier of cost vs hits), deduplicated.
+
+    The choice uses hits shrunk by ``shrinkage``; the totals reported are the raw simulated ones.
+    """
     t, n_k, n_m = table.hits.shape
-    hits = np.where(np.isfinite(table.hits), table.hits, -1e18)
+    chosen_hits = shrunk_hits(table, shrinkage) if shrinkage > 0 else table.hits
+    hits = np.where(np.isfinite(chosen_hits), chosen_hits, -1e18)
     cost = np.where(np.isfinite(table.cost), table.cost / cost_scale, 1e18)
     out: dict[tuple[int, ...], Solution] = {}
     kk = np.arange(n_k)
@@ -184,3 +206,31 @@ def expectations(sol: Solution, *, n: float, strong_acc: float, strong_cost: flo
         "escalation_rate": sol.escalations / n,
         "strong_call_share": sol.strong_calls / n,
     }
+
+
+def plan_totals(table: OptionTable, sol: Solution) -> tuple[float, float]:
+    """Hits and cost of a fixed plan replayed on the prompts ``table`` was simulated on."""
+    kk = np.arange(len(sol.first))
+    h = table.hits[sol.tau_index, kk, sol.first]
+    c = table.cost[sol.tau_index, kk, sol.first]
+    h = np.where(np.isfinite(h), h, 0.0)
+    c = np.where(np.isfinite(c), c, 0.0)
+    return float(h.sum()), float(c.sum())
+
+
+QUALITY_GRID = np.round(np.arange(0.80, 1.1001, 0.005), 4)
+COST_GRID = np.round(np.geomspace(0.002, 2.0, 70), 6)
+
+
+def nominal_for(target: float, honest: np.ndarray, grid: np.ndarray, *, quality: bool) -> tuple[float, bool]:
+    """Map the user's target to the nominal knob whose honest (cross-fitted) outcome meets it.
+
+    Quality: the smallest nominal target whose honest retention reaches ``target``.
+    Cost: the largest nominal budget whose honest cost ratio stays within ``target``.
+    Both maps are monotone, so the knob stays monotone.
+    """
+    if quality:
+        ok = np.flatnonzero(honest >= target - 1e-12)
+        return (float(grid[ok[0]]), True) if len(ok) else (float(grid[int(np.argmax(honest))]), False)
+    ok = np.flatnonzero(honest <= target + 1e-12)
+    return (float(grid[ok[-1]]), True) if len(ok) else (float(grid[0]), False)

@@ -14,13 +14,17 @@ import numpy as np
 
 from . import __version__
 from .calibrate import (
+    COST_GRID,
     DEFAULT_THRESHOLDS,
+    QUALITY_GRID,
     CalibrationData,
     OptionTable,
     Solution,
     candidates,
     choose,
     expectations,
+    nominal_for,
+    plan_totals,
     simulate,
 )
 from .decisions import Answer, Plan, Verdict
@@ -155,14 +159,14 @@ class Cascade:
                 cents = fit_centroids(emb, k, random_state=self.random_state)
                 labels = assign(emb, cents)
                 data = self._crossfit(labels, len(cents), correct, cost, feats, finals, logprob, folds, bar)
-                table = self._table(data, len(cents))
-                sol, met, _ = self._solve(table, data)
-                exp = expectations(sol, n=n, strong_acc=self._strong_acc(data), strong_cost=self._strong_cost(data))
-                self.grid_report_.append({"n_clusters": len(cents), "target_met": met, **exp})
-                key = (0.0 if met else 1.0, exp["cost_ratio"] if self.quality_target is not None and met
-                       else -exp["accuracy"])
+                honest = self._honest_curve(data, len(cents))
+                _, met, h_acc, h_cost = self._nominal(honest)
+                self.grid_report_.append({"n_clusters": len(cents), "target_met": met,
+                                          "honest_retention": h_acc, "honest_cost_ratio": h_cost})
+                key = (0.0 if met else 1.0, h_cost if self.quality_target is not None else -h_acc)
                 if best is None or key < best[0]:
                     best = (key, len(cents), cents, data)
+                    self.honest_ = honest
             assert best is not None
             _, self.n_clusters_, self.centroids_, self.calib_ = best
             self.calib_prompt_ids_ = list(outcomes.prompt_ids)
@@ -261,7 +265,8 @@ class Cascade:
                 p1[r3[sel], j3[sel], q3[sel]] = qe.predict(
                     self._rows(r3[sel], j3[sel], labels, feats, finals, logprob, acc, gacc, tables, q3[sel]))
             bar.update(1)
-        return CalibrationData(labels=labels, correct=correct.copy(), cost=cost.copy(), p0=p0, p1=p1)
+        return CalibrationData(labels=labels, correct=correct.copy(), cost=cost.copy(), p0=p0, p1=p1,
+                               folds=folds)
 
     # ------------------------------------------------------------------ the knob
     def _strong_acc(self, data: CalibrationData) -> float:
@@ -270,32 +275,79 @@ class Cascade:
     def _strong_cost(self, data: CalibrationData) -> float:
         return float(np.nanmean(data.cost[:, self.strongest_]))
 
-    def _table(self, data: CalibrationData, k: int) -> OptionTable:
-        acc, _, _ = shrunk_accuracy(data.correct, data.labels, k, self.shrinkage)
-        mean_cost = cluster_means(data.cost, data.labels, k)
+    def _table(self, data: CalibrationData, k: int, rows: np.ndarray | None = None,
+               stats_rows: np.ndarray | None = None) -> OptionTable:
+        """Simulate every option on ``rows``, with ladders from the Stage-1 table of ``stats_rows``."""
+        sr = np.arange(len(data.labels)) if stats_rows is None else stats_rows
+        acc, _, _ = shrunk_accuracy(data.correct[sr], data.labels[sr], k, self.shrinkage)
+        mean_cost = cluster_means(data.cost[sr], data.labels[sr], k)
         start = self.models_.index(self.start_model) if self.start_model is not None else None
-        return simulate(data, acc, mean_cost, DEFAULT_THRESHOLDS, self.max_depth, self.strongest_, start)
+        return simulate(data, acc, mean_cost, DEFAULT_THRESHOLDS, self.max_depth, self.strongest_, start, rows)
 
-    def _solve(self, table: OptionTable, data: CalibrationData) -> tuple[Solution, bool, list[Solution]]:
-        n = float(len(data.labels))
-        sols = candidates(table, per_cluster_threshold=self.threshold_mode == "per_cluster",
-                          cost_scale=max(self._strong_cost(data), 1e-12))
-        sol, met = choose(sols, n=n, strong_acc=self._strong_acc(data), strong_cost=self._strong_cost(data),
-                          quality_target=self.quality_target, cost_target=self.cost_target)
-        return sol, met, sols
+    def _candidates(self, table: OptionTable, strong_cost: float) -> list[Solution]:
+        return candidates(table, per_cluster_threshold=self.threshold_mode == "per_cluster",
+                          cost_scale=max(strong_cost, 1e-12), shrinkage=self.shrinkage)
+
+    def _grid_values(self) -> tuple[np.ndarray, bool]:
+        return (QUALITY_GRID, True) if self.quality_target is not None else (COST_GRID, False)
+
+    def _honest_curve(self, data: CalibrationData, k: int) -> dict[str, np.ndarray]:
+        """Cross-fitted outcome of the knob: per fold, choose the plan on the other folds and replay it
+        on the held-out one. Returns honest retention and cost ratio for each nominal knob value."""
+        grid, quality = self._grid_values()
+        n = len(data.labels)
+        hits, spent = np.zeros(len(grid)), np.zeros(len(grid))
+        for f in np.unique(data.folds):
+            tr, te = np.flatnonzero(data.folds != f), np.flatnonzero(data.folds == f)
+            if len(tr) == 0 or len(te) == 0:
+                continue
+            t_tr, t_te = self._table(data, k, tr, tr), self._table(data, k, te, tr)
+            sa = float(np.nanmean(data.correct[tr, self.strongest_]))
+            sc = float(np.nanmean(data.cost[tr, self.strongest_]))
+            sols = self._candidates(t_tr, sc)
+            for g, value in enumerate(grid):
+                sol, _ = choose(sols, n=float(len(tr)), strong_acc=sa, strong_cost=sc,
+                                quality_target=float(value) if quality else None,
+                                cost_target=None if quality else float(value))
+                h, c = plan_totals(t_te, sol)
+                hits[g] += h
+                spent[g] += c
+        sa, sc = self._strong_acc(data), self._strong_cost(data)
+        return {"grid": grid, "retention": hits / n / max(sa, 1e-12), "cost_ratio": spent / n / max(sc, 1e-12),
+                "mode": np.array([1 if quality else 0])}
+
+    def _nominal(self, honest: dict[str, np.ndarray]) -> tuple[float, bool, float, float]:
+        """The nominal knob meeting the user's target on the honest curve, and its honest outcome."""
+        quality = self.quality_target is not None
+        target = float(self.quality_target if quality else self.cost_target)  # type: ignore[arg-type]
+        value, met = nominal_for(target, honest["retention" if quality else "cost_ratio"], honest["grid"],
+                                 quality=quality)
+        g = int(np.flatnonzero(honest["grid"] == value)[0])
+        return value, met, float(honest["retention"][g]), float(honest["cost_ratio"][g])
 
     def _resolve(self) -> None:
         """(Re)choose the plan from the stored calibration data (after fit, retarget or a pool change)."""
+        grid, quality = self._grid_values()
+        if getattr(self, "honest_", None) is None or bool(self.honest_["mode"][0]) != quality:
+            self.honest_ = self._honest_curve(self.calib_, self.n_clusters_)
+        nominal, met, h_ret, h_cost = self._nominal(self.honest_)
         table = self._table(self.calib_, self.n_clusters_)
-        sol, met, sols = self._solve(table, self.calib_)
+        n = float(len(self.calib_.labels))
+        sa, sc = self._strong_acc(self.calib_), self._strong_cost(self.calib_)
+        sols = self._candidates(table, sc)
+        sol, _ = choose(sols, n=n, strong_acc=sa, strong_cost=sc,
+                        quality_target=nominal if quality else None, cost_target=None if quality else nominal)
         self.first_ = sol.first
         self.tau_index_ = sol.tau_index
         self.ladders_ = [table.ladders[k][int(sol.first[k])] for k in range(self.n_clusters_)]
-        n = float(len(self.calib_.labels))
-        sa, sc = self._strong_acc(self.calib_), self._strong_cost(self.calib_)
-        self.expected_ = {"target_met": met, **expectations(sol, n=n, strong_acc=sa, strong_cost=sc),
-                          "strongest_model": self.models_[self.strongest_], "strongest_accuracy": sa,
-                          "strongest_cost_per_query_usd": sc}
+        in_sample = expectations(sol, n=n, strong_acc=sa, strong_cost=sc)
+        self.expected_ = {
+            "target_met": met, "nominal_target": nominal,
+            "retention": h_ret, "accuracy": h_ret * sa, "cost_ratio": h_cost, "cost_per_query_usd": h_cost * sc,
+            "escalation_rate": in_sample["escalation_rate"], "strong_call_share": in_sample["strong_call_share"],
+            "in_sample": in_sample, "strongest_model": self.models_[self.strongest_],
+            "strongest_accuracy": sa, "strongest_cost_per_query_usd": sc,
+        }
         self.frontier_ = sorted(
             ({"accuracy": s.hits / n, "cost_ratio": s.cost / n / sc if sc > 0 else float("nan")} for s in sols),
             key=lambda d: d["cost_ratio"])
@@ -325,7 +377,7 @@ class Cascade:
         d = self.calib_
         new.calib_ = CalibrationData(
             labels=d.labels, correct=d.correct[:, keep], cost=d.cost[:, keep], p0=d.p0[:, keep],
-            p1=d.p1[:, keep][:, :, keep] if d.p1 is not None else None)
+            p1=d.p1[:, keep][:, :, keep] if d.p1 is not None else None, folds=d.folds)
         new.acc_table_, new.count_table_ = self.acc_table_[:, keep], self.count_table_[:, keep]
         new.global_acc_, new.cost_table_ = self.global_acc_[keep], self.cost_table_[:, keep]
         new.latency_table_ = self.latency_table_[:, keep]
@@ -334,6 +386,7 @@ class Cascade:
         new.strongest_ = int(np.argmax(np.nanmean(new.calib_.correct, axis=0)))
         if new.start_model == name:
             new.start_model = None
+        new.honest_ = None
         new._resolve()
         return new
 
@@ -395,7 +448,10 @@ class Cascade:
             p1[:, :m, :m] = self.calib_.p1
         new.calib_ = CalibrationData(labels=labels, correct=np.hstack([self.calib_.correct, corr[:, None]]),
                                      cost=np.hstack([self.calib_.cost, cst[:, None]]),
-                                     p0=np.hstack([self.calib_.p0, p0[:, None]]), p1=p1)
+                                     p0=np.hstack([self.calib_.p0, p0[:, None]]), p1=p1,
+                                     folds=self.calib_.folds)
+        new.strongest_ = int(np.argmax(np.nanmean(new.calib_.correct, axis=0)))
+        new.honest_ = None
         new._resolve()
         return new
 
@@ -553,7 +609,10 @@ class Cascade:
             "centroids": self.centroids_, "acc_table": self.acc_table_, "count_table": self.count_table_,
             "global_acc": self.global_acc_, "cost_table": self.cost_table_, "latency_table": self.latency_table_,
             "first": self.first_, "tau_index": self.tau_index_, "calib_labels": d.labels,
-            "calib_correct": d.correct, "calib_cost": d.cost, "calib_p0": d.p0, **emb_arrays, **qe_arrays,
+            "calib_correct": d.correct, "calib_cost": d.cost, "calib_p0": d.p0, "calib_folds": d.folds,
+            "honest_grid": self.honest_["grid"], "honest_retention": self.honest_["retention"],
+            "honest_cost_ratio": self.honest_["cost_ratio"], "honest_mode": self.honest_["mode"],
+            **emb_arrays, **qe_arrays,
         }
         if d.p1 is not None:
             arrays["calib_p1"] = d.p1.astype(np.float32)
@@ -623,7 +682,10 @@ class Cascade:
         self.calib_ = CalibrationData(
             labels=arrays["calib_labels"].astype(np.int64), correct=arrays["calib_correct"],
             cost=arrays["calib_cost"], p0=arrays["calib_p0"],
-            p1=arrays["calib_p1"].astype(np.float64) if "calib_p1" in arrays else None)
+            p1=arrays["calib_p1"].astype(np.float64) if "calib_p1" in arrays else None,
+            folds=arrays["calib_folds"].astype(np.int64))
+        self.honest_ = {"grid": arrays["honest_grid"], "retention": arrays["honest_retention"],
+                        "cost_ratio": arrays["honest_cost_ratio"], "mode": arrays["honest_mode"]}
         if self.calib_.correct.shape != (n, m) or self.calib_.labels.shape != (n,):
             raise ArtifactError("calibration arrays do not match the pool")
         emb_meta = meta["embedder"]

@@ -75,7 +75,7 @@ def extra_features(
 class QualityEstimator:
     """Standardised logistic regression over :data:`QE_FEATURE_NAMES`."""
 
-    def __init__(self, C: float = 1.0, max_iter: int = 2000) -> None:
+    def __init__(self, C: float = 1.0, max_iter: int = 200) -> None:
         self.C = C
         self.max_iter = max_iter
 
@@ -92,7 +92,7 @@ class QualityEstimator:
             self.coef_ = np.zeros(x.shape[1])
             self.intercept_ = float(logit(float(yb[0])))
             return self
-        clf = LogisticRegression(C=self.C, max_iter=self.max_iter)
+        clf = LogisticRegression(C=self.C, max_iter=self.max_iter, solver="newton-cholesky")
         clf.fit((x - self.mean_) / self.scale_, yb)
         self.coef_ = clf.coef_[0].astype(np.float64)
         self.intercept_ = float(clf.intercept_[0])
