@@ -79,7 +79,7 @@ class Cascade:
     def __init__(
         self, quality_target: float | None = 0.98, cost_target: float | None = None,
         n_clusters: int | Literal["auto"] = "auto", cluster_grid: Sequence[int] = (4, 8, 16, 32),
-        shrinkage: float = 10.0, max_depth: int = 2,
+        shrinkage: float = 10.0, max_depth: int = 3,
         threshold_mode: Literal["global", "per_cluster"] = "global", start_model: str | None = None,
         n_folds: int = 5, embedder: Any = None, qe_C: float = 1.0, random_state: int = 0,
         progress: bool = True,
