@@ -187,8 +187,8 @@ class Cascade:
     @staticmethod
     def _text_features(prompts: Sequence[str], responses: Sequence[Sequence[str]],
                        finish: Sequence[Sequence[str | None]]) -> np.ndarray:
-        return np.array([[answer_features(q, r, finish_reason=f) for r, f in zip(rs, fs)]
-                         for q, rs, fs in zip(prompts, responses, finish)], dtype=float)
+        return np.array([[answer_features(q, r, finish_reason=f) for r, f in zip(rs, fs, strict=True)]
+                         for q, rs, fs in zip(prompts, responses, finish, strict=True)], dtype=float)
 
     def _fit_tables(self, correct: np.ndarray, cost: np.ndarray, finals: list[list[str | None]],
                     labels: np.ndarray) -> None:
@@ -213,7 +213,7 @@ class Cascade:
               tables: dict[tuple[int, int], AnswerTable], prev: np.ndarray | None = None) -> np.ndarray:
         """QE rows for (prompt rows[i], model models[i]) with optional history model prev[i] (-1 = none)."""
         out = np.empty((len(rows), feats.shape[2] + 10))
-        for r, (i, j) in enumerate(zip(rows.tolist(), models.tolist())):
+        for r, (i, j) in enumerate(zip(rows.tolist(), models.tolist(), strict=True)):
             k = int(labels[i])
             fa = finals[i][j]
             hist = []
@@ -313,7 +313,10 @@ class Cascade:
                 hits[g] += h
                 spent[g] += c
         sa, sc = self._strong_acc(data), self._strong_cost(data)
-        return {"grid": grid, "retention": hits / n / max(sa, 1e-12), "cost_ratio": spent / n / max(sc, 1e-12),
+        # a larger nominal knob never means a worse or cheaper plan: report the monotone envelope
+        retention = np.maximum.accumulate(hits / n / max(sa, 1e-12))
+        cost_ratio = np.maximum.accumulate(spent / n / max(sc, 1e-12))
+        return {"grid": grid, "retention": retention, "cost_ratio": cost_ratio,
                 "mode": np.array([1 if quality else 0])}
 
     def _nominal(self, honest: dict[str, np.ndarray]) -> tuple[float, bool, float, float]:
@@ -327,7 +330,7 @@ class Cascade:
 
     def _resolve(self) -> None:
         """(Re)choose the plan from the stored calibration data (after fit, retarget or a pool change)."""
-        grid, quality = self._grid_values()
+        _, quality = self._grid_values()
         if getattr(self, "honest_", None) is None or bool(self.honest_["mode"][0]) != quality:
             self.honest_ = self._honest_curve(self.calib_, self.n_clusters_)
         nominal, met, h_ret, h_cost = self._nominal(self.honest_)
@@ -429,14 +432,14 @@ class Cascade:
         lat = np.full(n, np.nan)
         lat[rows] = np.asarray(outcomes.latency_s, dtype=float)[src, col]
         new.latency_table_ = np.hstack([self.latency_table_, cluster_means(lat[:, None], labels, self.n_clusters_)])
-        texts = {int(i): outcomes.responses[int(s)][col] for i, s in zip(rows, src)}
+        texts = {int(i): outcomes.responses[int(s)][col] for i, s in zip(rows, src, strict=True)}
         new.answer_tables_ = dict(self.answer_tables_)
         for c in range(self.n_clusters_):
             new.answer_tables_[(c, m)] = AnswerTable.build(
                 [final_answer(texts[int(i)]) for i in rows if labels[i] == c])
         # QE scores of the new model's calibration answers (the estimator is reused as is)
         p0 = np.full(n, np.nan)
-        for i, s in zip(rows.tolist(), src.tolist()):
+        for i, s in zip(rows.tolist(), src.tolist(), strict=True):
             lp = float(np.asarray(outcomes.logprob_mean)[s, col])
             ans = Answer(text=outcomes.responses[s][col], model=name,
                          finish_reason=outcomes.finish_reason[s][col],
@@ -597,10 +600,8 @@ class Cascade:
     def save(self, directory: str | Path) -> None:
         """Write the fitted cascade as JSON + ``.npz`` (no pickle), atomically."""
         self._check_fitted()
-        if not isinstance(self.embedder_, TfidfSvdEmbedder):
-            raise ConfigError("only the default TfidfSvdEmbedder can be saved inside the artifact; a custom "
-                              "embedder must be passed again to Cascade.load(path, embedder=...)"
-                              ) if not isinstance(self.embedder_, CallableEmbedder) else None
+        if not isinstance(self.embedder_, (TfidfSvdEmbedder, CallableEmbedder)):
+            raise ConfigError(f"cannot save a cascade whose embedder is {type(self.embedder_).__name__}")
         emb_meta, emb_arrays = (self.embedder_.get_state() if isinstance(self.embedder_, TfidfSvdEmbedder)
                                 else ({"kind": "callable", "name": self.embedder_.name}, {}))
         qe_meta, qe_arrays = self.qe_.get_state()
@@ -676,7 +677,7 @@ class Cascade:
             raise ArtifactError("ladders do not match the pool")
         self.answer_tables_ = {(int(t["cluster"]), int(t["model"])): AnswerTable(
             {str(a): int(c) for a, c in t["counts"].items()}, int(t["total"])) for t in meta["answer_tables"]}
-        self.cards_ = {name: ModelCard(**card) for name, card in meta["cards"].items()}
+        self.cards_ = {name: ModelCard(**{**card, "name": name}) for name, card in meta["cards"].items()}
         self.calib_prompt_ids_ = [str(x) for x in meta["calib_prompt_ids"]]
         n = len(self.calib_prompt_ids_)
         self.calib_ = CalibrationData(

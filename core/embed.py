@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import re
 from collections import Counter
@@ -28,7 +29,7 @@ def clip_text(text: str, max_chars: int) -> str:
     if len(text) <= max_chars:
         return text
     head = max_chars // 4
-    return text[:head] + "\n" + text[-(max_chars - head):]
+    return text[:head] + "\n" + text[-(max_chars - head - 1):]
 
 
 def _l2_rows(x: np.ndarray) -> np.ndarray:
@@ -57,7 +58,7 @@ class TfidfSvdEmbedder:
 
     def _analyze(self, text: str) -> list[str]:
         words = _TOKEN.findall(clip_text(text, self.max_chars).lower())
-        return words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+        return words + [f"{a} {b}" for a, b in itertools.pairwise(words)]
 
     def fit(self, texts: Sequence[str]) -> TfidfSvdEmbedder:
         from sklearn.decomposition import TruncatedSVD

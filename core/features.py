@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 MAX_TEXT = 6000  # characters of an answer that are read; the rest is ignored
 
-_CHOICE = re.compile(r"^\s*[\(\[]?([A-Ea-e]|[1-5])(?:[\)\]\.:]|\s|$)")
+_CHOICE = re.compile(r"^\s*[\(\[]?([A-Ea-e]|[1-5])(?:[\)\]\.:]|\s+(?![a-z])|$)(?!\s*[-+*/x×=]\s*\d)")
 _NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _BOXED = re.compile(r"\\boxed\{([^{}]{0,80})\}")
 _MARKED = re.compile(r"(?:####|[Aa]nswer\s*(?:is|:)|ANSWER\s*:?)\s*:?\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)")
@@ -65,14 +65,14 @@ def final_answer(text: str) -> str | None:
     if boxed:
         v = parse_number(boxed[-1].strip().lstrip("$"))
         return "n:" + _fmt(v) if v is not None else "s:" + boxed[-1].strip().lower()
-    m = _CHOICE.match(t)
-    if m and len(t) <= 40:
-        return "c:" + m.group(1).upper()
     marked = _MARKED.findall(t)
     if marked:
         v = parse_number(marked[-1])
         if v is not None:
             return "n:" + _fmt(v)
+    m = _CHOICE.match(t)
+    if m and len(t) <= 40:
+        return "c:" + m.group(1).upper()
     if "```" in t or "def " in t:
         return None
     nums = _NUM.findall(t[-400:])
@@ -122,13 +122,19 @@ def arithmetic_checks(text: str) -> tuple[int, int]:
         a, v = safe_arith(expr), parse_number(val.strip().lstrip("$"))
         if a is not None and v is not None:
             ok, bad = (ok + 1, bad) if _close(a, v) else (ok, bad + 1)
-    # Scan each '=' once: the expression is the run of arithmetic characters to its left.
-    for m in re.finditer(r"=\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)", text):
+    # Scan each '=' once (annotations blanked out): the expression is the run of arithmetic
+    # characters to its left; ", " separates statements, a bare "," is a thousands separator.
+    plain = _CALC.sub(" ", text)
+    for m in re.finditer(r"=\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)(%?)", plain):
         start = m.start()
         j = start
-        while j > 0 and start - j < 80 and text[j - 1] in _EXPR_CHARS:
+        while j > 0 and start - j < 80 and plain[j - 1] in _EXPR_CHARS and not (
+                plain[j - 1] == "," and plain[j:j + 1] == " "):
             j -= 1
-        a, v = safe_arith(text[j:start]), parse_number(m.group(1))
+        v = parse_number(m.group(1))
+        if v is not None and m.group(2):
+            v /= 100.0
+        a = safe_arith(plain[j:start])
         if a is not None and v is not None:
             ok, bad = (ok + 1, bad) if _close(a, v) else (ok, bad + 1)
     return ok, bad

@@ -73,7 +73,7 @@ def efficient_ladder(first: int, acc: np.ndarray, cost: np.ndarray, max_depth: i
     ``acc`` and ``cost`` are the cluster's rows of the Stage-1 table.
     """
     best = int(np.argmax(acc))
-    if max_depth <= 1 or first == best:
+    if max_depth <= 1 or first == best or acc[best] <= acc[first]:
         return [first]
     ladder = [first]
     order = np.argsort(cost, kind="stable")

@@ -107,7 +107,7 @@ class QualityEstimator:
 
     def weights(self) -> dict[str, float]:
         """Standardised coefficient per feature name (for reports)."""
-        return {n: float(w) for n, w in zip(QE_FEATURE_NAMES, self.coef_)}
+        return {n: float(w) for n, w in zip(QE_FEATURE_NAMES, self.coef_, strict=True)}
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta = {"C": self.C, "intercept": self.intercept_, "features": list(QE_FEATURE_NAMES)}
