@@ -151,7 +151,8 @@ class EvalReport:
             if p.kind in ("cascade", "router", "mix") and p.curve:
                 curves[p.name] = ([c["cost_ratio"] for c in p.curve], [c["accuracy"] for c in p.curve])
             elif p.kind in ("single", "oracle"):
-                points[p.name] = (p.point["cost_ratio"], p.point["accuracy"])
+                short = p.name.rsplit("/", 1)[-1]  # "org/model" -> "model": a narrower legend
+                points[short if short not in points else p.name] = (p.point["cost_ratio"], p.point["accuracy"])
         cres = self.policy("crescade")
         points[f"crescade @ q={self.meta['quality_target']}"] = (cres.point["cost_ratio"],
                                                                  cres.point["accuracy"])
