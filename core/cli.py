@@ -1,0 +1,568 @@
+"""The ``crescade`` command line: ``calibrate``, ``evaluate``, ``route``, ``report`` and ``demo``.
+
+Every user error (a :class:`~crescade.errors.CrescadeError`, or an ``OSError`` on a file) prints one line
+``crescade: error: ...`` on stderr and exits with status 2. Progress bars go to stderr; ``-q`` turns them
+off. Heavy modules (the evaluation, matplotlib) are imported only by the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.resources
+import inspect
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+
+from . import __version__
+from .cascade import Cascade
+from .errors import CrescadeError, RecordsError
+from .pricing import ModelCard, load_prices
+from .progress import progress_enabled
+from .records import Outcomes
+
+__all__ = ["CLIError", "build_parser", "find_default_records", "main"]
+
+PROG = "crescade"
+DEFAULT_RECORDS_RESOURCE = "data/default-records.csv.gz"
+SHARED_RECORDS = Path("shared") / "data" / "routerbench-3task.csv.gz"
+DEFAULT_DEMO_DIR = "crescade-demo"
+DEFAULT_QUALITY_TARGET = 0.98
+#: The demo draws the cascades' cost-quality curves at 14 knob values (``evaluate``'s default is finer).
+DEMO_SWEEP = tuple(round(0.9 + 0.01 * i, 2) for i in range(14))
+
+
+class CLIError(CrescadeError):
+    """A problem with the command line itself (a missing input, a split that is not there, ...)."""
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _err(message: str) -> None:
+    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
+
+
+def _warn(message: str) -> None:
+    print(f"{PROG}: warning: {' '.join(message.split())}", file=sys.stderr)
+
+
+def _os_message(e: OSError) -> str:
+    what = e.strerror or str(e)
+    return f"{e.filename}: {what}" if e.filename else what
+
+
+def _pct(x: Any) -> str:
+    return "n/a" if not _finite(x) else f"{100 * float(x):.1f}%"
+
+
+def _num(x: Any, digits: int = 3) -> str:
+    return "n/a" if not _finite(x) else f"{float(x):.{digits}f}"
+
+
+def _usd(x: Any) -> str:
+    return "n/a" if not _finite(x) else f"${float(x):.4g}"
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(float(x))
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON values: numpy scalars/arrays unwrapped, NaN and infinities as ``null``."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    return obj
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(_jsonable(obj), indent=2, ensure_ascii=False, allow_nan=False)
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Run ``write(tmp)`` on a temporary file next to ``path``, then move it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    text = _dumps(obj) + "\n"
+    _write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _shorten(text: str, width: int = 100) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else "…" + flat[-(width - 1):]
+
+
+@contextlib.contextmanager
+def _warnings_as_notes() -> Iterator[None]:
+    """Show user warnings (e.g. dropped incomplete prompts) as one ``crescade: warning:`` line each;
+    other categories (deprecations, syntax warnings of some import) go their usual way."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        try:
+            yield
+        finally:
+            seen: set[str] = set()
+            for w in caught:
+                msg = str(w.message)
+                if not issubclass(w.category, UserWarning):
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                elif msg not in seen:
+                    seen.add(msg)
+                    _warn(msg)
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return progress_enabled() and not getattr(args, "quiet", False)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _load_prices(path: str | None) -> dict[str, ModelCard] | None:
+    return load_prices(path) if path else None
+
+
+def _load_outcomes(path: str | os.PathLike[str], *, prices: dict[str, ModelCard] | None = None,
+                   drop_incomplete: bool = False) -> Outcomes:
+    """Read a record file into the prompt × model matrix, with CLI wording in the hints."""
+    try:
+        with _warnings_as_notes():
+            return Outcomes.load(path, prices=prices, incomplete="drop" if drop_incomplete else "error")
+    except RecordsError as e:
+        if "incomplete='drop'" not in e.reason:
+            raise
+        raise RecordsError(e.reason.replace("incomplete='drop'", "--drop-incomplete"),
+                           path=e.path, line=e.line, column=e.column) from None
+
+
+def _split_names(outcomes: Outcomes) -> list[str]:
+    return sorted({s for s in outcomes.splits if s is not None})
+
+
+def _calibration_rows(outcomes: Outcomes, split: str | None) -> tuple[Outcomes, str]:
+    """The prompts to calibrate on and a description of them."""
+    if split == "all":
+        return outcomes, "all prompts"
+    if split is None:
+        if "train" in outcomes.splits:
+            return outcomes.split("train"), "split 'train'"
+        return outcomes, "all prompts (no 'train' split)"
+    if split not in outcomes.splits:
+        have = ", ".join(map(repr, _split_names(outcomes))) or "none"
+        raise CLIError(f"no prompt has split {split!r} (splits present: {have}); "
+                       "pass --split all to calibrate on every prompt")
+    return outcomes.split(split), f"split {split!r}"
+
+
+def _train_test(outcomes: Outcomes, where: str) -> tuple[Outcomes, Outcomes]:
+    missing = [s for s in ("train", "test") if s not in outcomes.splits]
+    if missing:
+        have = ", ".join(map(repr, _split_names(outcomes))) or "none"
+        raise CLIError(f"{where}: evaluation needs a 'train' and a 'test' split; "
+                       f"missing {' and '.join(map(repr, missing))} (splits present: {have})")
+    return outcomes.split("train"), outcomes.split("test")
+
+
+def find_default_records(cwd: Path | None = None) -> tuple[Path, str]:
+    """The demo's records: the packaged recorded run, else ``shared/data/routerbench-3task.csv.gz``
+    found by walking up from ``cwd`` and from the package directory. Returns ``(path, description)``."""
+    resource = importlib.resources.files("crescade").joinpath(DEFAULT_RECORDS_RESOURCE)
+    if resource.is_file():
+        return Path(str(resource)), "the recorded run shipped with crescade"
+    starts = [(cwd or Path.cwd()).resolve(), Path(__file__).resolve().parent]
+    tried: list[str] = []
+    for start in starts:
+        for folder in (start, *start.parents):
+            candidate = folder / SHARED_RECORDS
+            if candidate.is_file():
+                return candidate, str(candidate)
+        tried.append(str(start))
+    raise CLIError(f"no default records: crescade ships no recorded run and no {SHARED_RECORDS} was found "
+                   f"above {' or '.join(tried)}; pass --records PATH (a record file with 'train' and "
+                   "'test' splits)")
+
+
+# --------------------------------------------------------------------------- printing
+
+
+def _target_line(cascade: Cascade, expected: dict[str, Any]) -> str:
+    strongest = expected.get("strongest_model", "the strongest model")
+    met = expected.get("target_met")
+    verdict = "met" if met else "NOT met (the closest reachable plan was chosen)" if met is not None else "?"
+    if cascade.cost_target is not None:
+        return f"target: spend at most {_pct(cascade.cost_target)} of always-{strongest}: {verdict}"
+    return f"target: keep at least {_pct(cascade.quality_target)} of {strongest}'s accuracy: {verdict}"
+
+
+def _expected_lines(expected: dict[str, Any]) -> list[str]:
+    strongest = expected.get("strongest_model", "strongest")
+    return [
+        f"  accuracy            {_num(expected.get('accuracy'))}"
+        f"   ({strongest} alone: {_num(expected.get('strongest_accuracy'))})",
+        f"  retention           {_pct(expected.get('retention'))} of {strongest}'s accuracy",
+        f"  cost ratio          {_num(expected.get('cost_ratio'))}"
+        f"   ({_usd(expected.get('cost_per_query_usd'))}/query vs "
+        f"{_usd(expected.get('strongest_cost_per_query_usd'))} always-{strongest})",
+        f"  escalation rate     {_pct(expected.get('escalation_rate'))}",
+        f"  strong-call share   {_pct(expected.get('strong_call_share'))} of queries call {strongest}",
+    ]
+
+
+def _print_calibration(cascade: Cascade, outcomes: Outcomes, rows: str, out: str) -> None:
+    exp = dict(cascade.expected_)
+    print(f"calibrated on {outcomes.n_prompts:,} prompts ({rows}) x {outcomes.n_models} models; "
+          f"{cascade.n_clusters_} clusters, ladders of up to {cascade.max_depth} tiers")
+    print(_target_line(cascade, exp))
+    print("expected (estimated on the calibration prompts):")
+    print("\n".join(_expected_lines(exp)))
+    print(f"saved the cascade to {out}")
+
+
+def _cascade_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`Cascade` parameters given on the command line (the library's defaults otherwise)."""
+    given = {"n_clusters": getattr(args, "clusters", None), "max_depth": getattr(args, "max_depth", None)}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _ladder_str(ladder: Sequence[str]) -> str:
+    return " -> ".join(ladder)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Fit a cascade on recorded outcomes and save it."""
+    prices = _load_prices(args.prices)
+    outcomes = _load_outcomes(args.records, prices=prices, drop_incomplete=args.drop_incomplete)
+    rows, desc = _calibration_rows(outcomes, args.split)
+    quality, cost = ((None, args.cost_target) if args.cost_target is not None
+                     else (args.quality_target or DEFAULT_QUALITY_TARGET, None))
+    cascade = Cascade(quality_target=quality, cost_target=cost, progress=_progress(args),
+                      **_cascade_params(args))
+    with _warnings_as_notes():
+        cascade.fit(rows, prices)
+    cascade.save(args.out)
+    _print_calibration(cascade, rows, desc, args.out)
+    return 0
+
+
+def _cluster_rows(cascade: Cascade, n_examples: int) -> list[dict[str, Any]]:
+    """:meth:`Cascade.cluster_report` with examples as calibration-prompt indices (mapped by the caller)."""
+    index = [str(i) for i in range(len(cascade.calib_prompt_ids_))]
+    return cascade.cluster_report(index, n_examples=n_examples)
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    """Print the plan of one query."""
+    cascade = Cascade.load(args.artifact)
+    query = sys.stdin.read() if args.query == "-" else args.query
+    plan = cascade.plan(query)
+    stats = cascade.cluster_report()[plan.cluster]
+    stats.pop("examples", None)
+    if args.json:
+        print(_dumps({"query": query, "cluster": plan.cluster, "ladder": list(plan.ladder),
+                      "thresholds": list(plan.thresholds), "reason": plan.reason, "cluster_stats": stats}))
+        return 0
+    total = len(cascade.calib_prompt_ids_)
+    print(f"cluster:    {plan.cluster} ({stats['size']:,} of {total:,} calibration prompts)")
+    print(f"ladder:     {_ladder_str(plan.ladder)}")
+    for tier, (model, tau) in enumerate(zip(plan.ladder, plan.thresholds, strict=True)):
+        rule = ("always accepted (last tier)" if tier == len(plan.ladder) - 1
+                else f"accept when P(correct) >= {tau:.2f}, else escalate")
+        print(f"  tier {tier}:   {model}: {rule}")
+    print(f"reason:     {plan.reason}")
+    print(f"expected in this cluster: accuracy {_num(stats['expected_accuracy'])}, "
+          f"cost {_usd(stats['expected_cost_per_query_usd'])}/query, "
+          f"escalation {_pct(stats['expected_escalation_rate'])}")
+    return 0
+
+
+def _prompt_texts(path: str, ids: Sequence[str]) -> dict[str, str]:
+    """Texts of the calibration prompts ``ids`` found in the record file at ``path``."""
+    outcomes = _load_outcomes(path, drop_incomplete=True)
+    wanted = set(ids)
+    texts = {pid: text for pid, text in zip(outcomes.prompt_ids, outcomes.prompts, strict=True)
+             if pid in wanted}
+    if not texts:
+        _warn(f"{path}: none of the cascade's {len(ids):,} calibration prompts is in this file; "
+              "showing prompt ids")
+    return texts
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Per-cluster summary of a saved cascade."""
+    cascade = Cascade.load(args.artifact)
+    ids = cascade.calib_prompt_ids_
+    texts = _prompt_texts(args.records, ids) if args.records else {}
+    clusters = _cluster_rows(cascade, args.examples)
+    for row in clusters:
+        picked = [ids[int(i)] for i in row["examples"]]
+        row["examples"] = [{"prompt_id": pid, "prompt": texts.get(pid)} for pid in picked]
+    exp = dict(cascade.expected_)
+    if args.json:
+        print(_dumps({"artifact": str(args.artifact), "models": cascade.models_,
+                      "strongest_model": cascade.models_[cascade.strongest_],
+                      "quality_target": cascade.quality_target, "cost_target": cascade.cost_target,
+                      "n_clusters": cascade.n_clusters_, "calibration_prompts": len(ids),
+                      "expected": exp, "clusters": clusters}))
+        return 0
+    print(f"{args.artifact}: {cascade.n_clusters_} clusters over {len(ids):,} calibration prompts, "
+          f"{len(cascade.models_)} models")
+    print(_target_line(cascade, exp))
+    print("\n".join(_expected_lines(exp)))
+    for row in clusters:
+        ladder = row["ladder"]
+        threshold = f"{row['threshold']:.2f}" if len(ladder) > 1 else "- (no escalation)"
+        print()
+        print(f"cluster {row['cluster']}: {row['size']:,} prompts ({_pct(row['size'] / max(len(ids), 1))})")
+        print(f"  routed to   {row['routed_model']}")
+        print(f"  ladder      {_ladder_str(ladder)}   threshold {threshold}")
+        print(f"  accuracy    {_num(row['expected_accuracy'])}   "
+              f"cost {_usd(row['expected_cost_per_query_usd'])}/query   "
+              f"escalation {_pct(row['expected_escalation_rate'])}")
+        for ex in row["examples"]:
+            text = ex["prompt"]
+            print(f"    e.g. {_shorten(text)!r}" if text is not None
+                  else f"    e.g. prompt id {ex['prompt_id']}")
+    return 0
+
+
+def _evaluate(outcomes: Outcomes, where: str, args: argparse.Namespace, **options: Any) -> Any:
+    from .evaluate import evaluate  # lazy: pulls in the baselines and metrics
+
+    train, test = _train_test(outcomes, where)
+    with _warnings_as_notes():
+        return evaluate(train, test, params=_cascade_params(args), quality_target=args.quality_target,
+                        n_boot=args.bootstrap, progress=_progress(args), name=Path(where).name, **options)
+
+
+def _save_plot(report: Any, path: Path) -> None:
+    try:
+        report.plot(path)
+    except ImportError as e:
+        raise CLIError(f"cannot write {path}: {e}") from None
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Tune on the train split, report on the test split."""
+    prices = _load_prices(args.prices)
+    outcomes = _load_outcomes(args.records, prices=prices, drop_incomplete=args.drop_incomplete)
+    report = _evaluate(outcomes, args.records, args)
+    print(report.table())
+    if args.json:
+        _write_json(Path(args.json), report.to_dict())
+        print(f"wrote {args.json}")
+    if args.plot:
+        _save_plot(report, Path(args.plot))
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Evaluate on the default recorded run, then write the report, plot and calibrated cascade."""
+    start = time.monotonic()
+    if args.records:
+        path, desc = Path(args.records), args.records
+    else:
+        path, desc = find_default_records()
+    outcomes = _load_outcomes(path, drop_incomplete=True)
+    train, test = _train_test(outcomes, str(path))
+    print(f"crescade demo on {desc}")
+    print(f"{outcomes.n_prompts:,} prompts x {outcomes.n_models} models; tuned on train "
+          f"({train.n_prompts:,}), reported on test ({test.n_prompts:,})\n", flush=True)
+    report = _evaluate(outcomes, str(path), args, sweep=DEMO_SWEEP)
+    print(report.table())
+    out = Path(args.out)
+    json_path, png_path, artifact = out / "report.json", out / "cost-quality.png", out / "cascade"
+    _write_json(json_path, report.to_dict())
+    _save_plot(report, png_path)
+    cascade = getattr(report, "cascade", None)
+    if not isinstance(cascade, Cascade):
+        cascade = Cascade(quality_target=args.quality_target, progress=_progress(args),
+                          **_cascade_params(args))
+        with _warnings_as_notes():
+            cascade.fit(train)
+    cascade.save(artifact)
+    print(f"\nwrote, in {time.monotonic() - start:.0f} s:")
+    print(f"  {json_path}   every metric, baseline and bootstrap interval")
+    print(f"  {png_path}   cost vs accuracy of the cascade and the baselines")
+    print(f"  {artifact}{os.sep}   the calibrated cascade; try:")
+    print(f"      {PROG} report {artifact} --records {path}")
+    print(f"      {PROG} route {artifact} \"your query\"")
+    return 0
+
+
+# --------------------------------------------------------------------------- the parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error message (usage errors exit 2, like every user error)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _clusters(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        k = int(value)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, got {value!r}")
+    return k
+
+
+def _fraction(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        x = math.nan
+    if not (math.isfinite(x) and x > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number such as 0.98, got {value!r}")
+    return x
+
+
+def _count(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}")
+    return n
+
+
+def _library_default(name: str) -> Any:
+    return inspect.signature(Cascade).parameters[name].default
+
+
+def _add_cascade_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--clusters", type=_clusters, metavar="auto|N",
+                   help="number of clusters, or 'auto' to choose on the calibration data "
+                   f"(default {_library_default('n_clusters')})")
+    p.add_argument("--max-depth", type=int, choices=(1, 2, 3),
+                   help="tiers per ladder: 1 routes only, 2 routed -> strongest, 3 adds a middle tier "
+                   f"(default {_library_default('max_depth')})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``crescade`` argument parser."""
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a subcommand's -q must not reset one given before the subcommand (and vice versa).
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bars")
+    parser = _Parser(prog=PROG, parents=[common], description="Cluster, Route, Escalate: a cost-aware "
+                     "LLM cascade calibrated on recorded outcomes.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help_, description=help_)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("calibrate", cmd_calibrate, "fit a cascade on recorded outcomes and save it")
+    p.add_argument("records", metavar="RECORDS", help="record file (.csv, .jsonl, optionally .gz)")
+    p.add_argument("--prices", metavar="P", help="prices JSON ({model: {input_per_mtok, output_per_mtok}})")
+    knob = p.add_mutually_exclusive_group()
+    knob.add_argument("--quality-target", type=_fraction, metavar="Q",
+                      help="keep this fraction of the strongest model's accuracy (default 0.98)")
+    knob.add_argument("--cost-target", type=_fraction, metavar="C",
+                      help="or spend at most this fraction of always-strongest")
+    _add_cascade_options(p)
+    p.add_argument("--split", metavar="NAME",
+                   help="calibrate on this split only ('all' for every prompt; default: train if present)")
+    p.add_argument("--drop-incomplete", action="store_true",
+                   help="drop prompts that lack some model's record instead of failing")
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="directory to save the cascade in")
+
+    p = add("evaluate", cmd_evaluate, "tune on the train split, report every metric and baseline on test")
+    p.add_argument("records", metavar="RECORDS", help="record file with 'train' and 'test' splits")
+    p.add_argument("--prices", metavar="P", help="prices JSON")
+    p.add_argument("--quality-target", type=_fraction, default=DEFAULT_QUALITY_TARGET, metavar="Q",
+                   help="the cascade's quality target (default 0.98)")
+    p.add_argument("--drop-incomplete", action="store_true", help="drop prompts that lack some model")
+    _add_cascade_options(p)
+    p.add_argument("--json", metavar="OUT.json", help="write the full report as JSON")
+    p.add_argument("--plot", metavar="OUT.png", help="write the cost-quality plot (needs matplotlib)")
+    p.add_argument("--bootstrap", type=_count, default=1000, metavar="N",
+                   help="bootstrap resamples for confidence intervals (default 1000)")
+
+    p = add("route", cmd_route, "print the plan of one query: cluster, ladder, thresholds")
+    p.add_argument("artifact", metavar="DIR", help="a saved cascade")
+    p.add_argument("query", metavar="QUERY", help="the query text ('-' reads it from stdin)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("report", cmd_report, "per-cluster summary of a saved cascade")
+    p.add_argument("artifact", metavar="DIR", help="a saved cascade")
+    p.add_argument("--records", metavar="RECORDS", help="record file holding the calibration prompts' text")
+    p.add_argument("--examples", type=_count, default=3, metavar="N", help="example prompts per cluster")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("demo", cmd_demo, "evaluate on the default recorded run and write report, plot and cascade")
+    p.add_argument("--records", metavar="PATH", help="record file with 'train' and 'test' splits "
+                   "(default: crescade's recorded run, else shared/data/routerbench-3task.csv.gz)")
+    p.add_argument("--out", default=DEFAULT_DEMO_DIR, metavar="DIR",
+                   help=f"output directory (default ./{DEFAULT_DEMO_DIR}/)")
+    p.add_argument("--quality-target", type=_fraction, default=DEFAULT_QUALITY_TARGET, metavar="Q",
+                   help="(default 0.98)")
+    p.add_argument("--bootstrap", type=_count, default=1000, metavar="N", help="(default 1000)")
+    _add_cascade_options(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 user error)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, usage errors
+        return e.code if isinstance(e.code, int) else 0 if e.code is None else 2
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:  # e.g. `crescade report DIR | head`
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except CrescadeError as e:
+        _err(str(e))
+    except OSError as e:
+        _err(_os_message(e))
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted", file=sys.stderr)
+        return 130
+    return 2
