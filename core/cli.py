@@ -25,11 +25,11 @@ from typing import Any, NoReturn
 import numpy as np
 
 from . import __version__
-from .cascade import Cascade
+from .cascade import Cascade, _jsonable  # the artifact's own JSON conversion (NaN -> null)
 from .errors import CrescadeError, RecordsError
 from .pricing import ModelCard, load_prices
 from .progress import progress_enabled
-from .records import Outcomes
+from .records import Outcomes, read_records
 
 __all__ = ["CLIError", "build_parser", "find_default_records", "main"]
 
@@ -76,23 +76,6 @@ def _usd(x: Any) -> str:
 
 def _finite(x: Any) -> bool:
     return isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(float(x))
-
-
-def _jsonable(obj: Any) -> Any:
-    """Plain JSON values: numpy scalars/arrays unwrapped, NaN and infinities as ``null``."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(float(obj)) else None
-    return obj
 
 
 def _dumps(obj: Any) -> str:
@@ -287,7 +270,7 @@ def _cluster_rows(cascade: Cascade, n_examples: int) -> list[dict[str, Any]]:
 def cmd_route(args: argparse.Namespace) -> int:
     """Print the plan of one query."""
     cascade = Cascade.load(args.artifact)
-    query = sys.stdin.read() if args.query == "-" else args.query
+    query = sys.stdin.read().rstrip("\n") if args.query == "-" else args.query
     plan = cascade.plan(query)
     stats = cascade.cluster_report()[plan.cluster]
     stats.pop("examples", None)
@@ -311,10 +294,10 @@ def cmd_route(args: argparse.Namespace) -> int:
 
 def _prompt_texts(path: str, ids: Sequence[str]) -> dict[str, str]:
     """Texts of the calibration prompts ``ids`` found in the record file at ``path``."""
-    outcomes = _load_outcomes(path, drop_incomplete=True)
     wanted = set(ids)
-    texts = {pid: text for pid, text in zip(outcomes.prompt_ids, outcomes.prompts, strict=True)
-             if pid in wanted}
+    with warnings.catch_warnings():  # which prompts lack a model does not matter here
+        warnings.simplefilter("ignore", UserWarning)
+        texts = {r.prompt_id: r.prompt for r in read_records(path, incomplete="drop") if r.prompt_id in wanted}
     if not texts:
         _warn(f"{path}: none of the cascade's {len(ids):,} calibration prompts is in this file; "
               "showing prompt ids")
