@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -113,7 +114,8 @@ def test_calibrate_split_choice(data: dict[str, Path], capsys: pytest.CaptureFix
     assert_user_error(code, err, "'dev'", "'test', 'train'", "--split all")
 
 
-def test_route_text_and_json(data: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_route_text_and_json(data: dict[str, Path], capsys: pytest.CaptureFixture[str],
+                             monkeypatch: pytest.MonkeyPatch) -> None:
     query = "Which treaty ended the revolution of the empire?"
     code, out, err = run(capsys, "route", data["artifact"], query)
     assert code == 0, err
@@ -130,6 +132,10 @@ def test_route_text_and_json(data: dict[str, Path], capsys: pytest.CaptureFixtur
     stats = plan["cluster_stats"]
     assert stats["cluster"] == plan["cluster"] and stats["size"] > 0
     assert 0.0 <= stats["expected_accuracy"] <= 1.0
+    monkeypatch.setattr("sys.stdin", io.StringIO(query + "\n"))
+    code, out, err = run(capsys, "route", data["artifact"], "-", "--json")
+    assert code == 0, err
+    assert json.loads(out) == plan
 
 
 def test_report_examples_from_records_or_ids(data: dict[str, Path],
@@ -165,8 +171,12 @@ def test_evaluate_writes_json_and_png(data: dict[str, Path], capsys: pytest.Capt
     code, out, err = run(capsys, "evaluate", data["records"], "--prices", data["prices"], "--bootstrap", "50",
                          "--clusters", "2", "--json", js, "--plot", png, "-q")
     assert code == 0, err
-    assert out.strip() and f"wrote {js}" in out and f"wrote {png}" in out
-    assert isinstance(json.loads(js.read_text()), dict)
+    assert f"wrote {js}" in out and f"wrote {png}" in out
+    rep = json.loads(js.read_text())
+    names = [p["name"] for p in rep["policies"]]
+    assert {"crescade", "stage1-only", "knn", "oracle", *MODELS} <= set(names)
+    assert rep["meta"]["n_train"] == N_TRAIN and rep["meta"]["n_test"] == N_PROMPTS - N_TRAIN
+    assert all(name in out for name in names)  # the table has a row per policy
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
