@@ -142,7 +142,12 @@ class Cascade:
         self.cards_ = {x: prices[x] for x in self.models_} if prices is not None else {}
         correct = np.asarray(outcomes.correct, dtype=float)
         cost = np.asarray(outcomes.cost, dtype=float)
-        with Progress(6 + len(self._grid()) * self.n_folds, desc="calibrate", enabled=self.progress) as bar:
+        from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+        # The matrices are small: one BLAS thread is faster than two fighting over 2 cores.
+        n_steps = 6 + len(self._grid()) * self.n_folds
+        with threadpool_limits(limits=1, user_api="blas"), \
+                Progress(n_steps, desc="calibrate", enabled=self.progress) as bar:
             self.embedder_ = as_embedder(self.embedder)
             self.embedder_.fit(outcomes.prompts)
             emb = self.embedder_.embed(outcomes.prompts)
@@ -208,23 +213,43 @@ class Cascade:
                 out[(c, j)] = AnswerTable.build([finals[i][j] for i in rows if known[i, j]])
         return out
 
-    def _rows(self, rows: np.ndarray, models: np.ndarray, labels: np.ndarray, feats: np.ndarray,
-              finals: list[list[str | None]], logprob: np.ndarray, acc: np.ndarray, gacc: np.ndarray,
-              tables: dict[tuple[int, int], AnswerTable], prev: np.ndarray | None = None) -> np.ndarray:
-        """QE rows for (prompt rows[i], model models[i]) with optional history model prev[i] (-1 = none)."""
-        out = np.empty((len(rows), feats.shape[2] + 10))
-        for r, (i, j) in enumerate(zip(rows.tolist(), models.tolist(), strict=True)):
-            k = int(labels[i])
-            fa = finals[i][j]
-            hist = []
-            if prev is not None and prev[r] >= 0:
-                q = int(prev[r])
-                hist = [(finals[i][q], float(acc[k, q]))]
-            lp = float(logprob[i, j])
-            out[r, : feats.shape[2]] = feats[i, j]
-            out[r, feats.shape[2]:] = extra_features(
-                prior=float(acc[k, j]), global_prior=float(gacc[j]), answer_logfreq=tables[(k, j)].logfreq(fa),
-                logprob_mean=lp if math.isfinite(lp) else None, final=fa, history=hist)
+    @staticmethod
+    def _logfreq(labels: np.ndarray, finals: list[list[str | None]],
+                 tables: dict[tuple[int, int], AnswerTable]) -> np.ndarray:
+        """``[n, m]`` log-frequency of each recorded final answer in its model's cluster table."""
+        return np.array([[tables[(int(k), j)].logfreq(fa) for j, fa in enumerate(row)]
+                         for k, row in zip(labels, finals, strict=True)], dtype=float)
+
+    @staticmethod
+    def _rows(rows: np.ndarray, models: np.ndarray, labels: np.ndarray, feats: np.ndarray, codes: np.ndarray,
+              logfreq: np.ndarray, logprob: np.ndarray, acc: np.ndarray, gacc: np.ndarray,
+              prev: np.ndarray | None = None) -> np.ndarray:
+        """QE rows for (prompt ``rows[r]``, model ``models[r]``), optionally with the answer of model
+        ``prev[r]`` as history: the vectorised twin of :func:`crescade.stage2.extra_features`
+        (``codes`` are integer ids of final answers, -1 where none can be read)."""
+        k = labels[rows]
+        lp = logprob[rows, models]
+        has_lp = np.isfinite(lp)
+        d = feats.shape[2]
+        out = np.zeros((len(rows), d + 10))
+        out[:, :d] = feats[rows, models]
+        out[:, d] = _vlogit(acc[k, models])
+        out[:, d + 1] = _vlogit(gacc[models])
+        out[:, d + 2] = logfreq[rows, models]
+        out[:, d + 3] = has_lp
+        out[:, d + 4] = np.where(has_lp, lp, 0.0)
+        if prev is not None:
+            have = prev >= 0
+            q = np.where(have, prev, 0)
+            a, b = codes[rows, models], codes[rows, q]
+            comparable = have & (a >= 0) & (b >= 0)
+            agree = comparable & (a == b)
+            prior_prev = _vlogit(acc[k, q])
+            out[:, d + 5] = have
+            out[:, d + 6] = comparable
+            out[:, d + 7] = agree
+            out[:, d + 8] = np.where(agree, prior_prev, 0.0)
+            out[:, d + 9] = np.where(comparable & ~agree, prior_prev, 0.0)
         return out
 
     def _fit_qe(self, rows: np.ndarray, labels: np.ndarray, correct: np.ndarray, feats: np.ndarray,
@@ -234,13 +259,15 @@ class Cascade:
         rr, mm = np.repeat(rows, m), np.tile(np.arange(m), len(rows))
         keep = ~np.isnan(correct[rr, mm])
         rr, mm = rr[keep], mm[keep]
-        x = self._rows(rr, mm, labels, feats, finals, logprob, acc, gacc, tables)
+        codes = _answer_codes(finals)
+        lf = self._logfreq(labels, finals, tables)
+        x = self._rows(rr, mm, labels, feats, codes, lf, logprob, acc, gacc)
         y = correct[rr, mm]
         if self.max_depth >= 3 and m > 1:
             rng = np.random.default_rng(self.random_state + 7)
             prev = (mm + rng.integers(1, m, size=len(mm))) % m
             ok = ~np.isnan(correct[rr, prev])
-            xh = self._rows(rr[ok], mm[ok], labels, feats, finals, logprob, acc, gacc, tables, prev[ok])
+            xh = self._rows(rr[ok], mm[ok], labels, feats, codes, lf, logprob, acc, gacc, prev[ok])
             x, y = np.vstack([x, xh]), np.concatenate([y, y[ok]])
         return QualityEstimator(C=self.qe_C).fit(x, y)
 
@@ -250,20 +277,22 @@ class Cascade:
         n, m = correct.shape
         p0 = np.full((n, m), np.nan)
         p1 = np.full((n, m, m), np.nan) if self.max_depth >= 3 else None
+        codes = _answer_codes(finals)
         for f in range(self.n_folds):
             tr, te = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
             acc, _, gacc = shrunk_accuracy(correct[tr], labels[tr], k, self.shrinkage)
             tables = self._answer_tables(labels[tr], [finals[i] for i in tr], k, ~np.isnan(correct[tr]))
             qe = self._fit_qe(tr, labels, correct, feats, finals, logprob, acc, gacc, tables)
             rr, mm = np.repeat(te, m), np.tile(np.arange(m), len(te))
-            p0[rr, mm] = qe.predict(self._rows(rr, mm, labels, feats, finals, logprob, acc, gacc, tables))
+            lf = self._logfreq(labels, finals, tables)
+            p0[rr, mm] = qe.predict(self._rows(rr, mm, labels, feats, codes, lf, logprob, acc, gacc))
             if p1 is not None:
                 r3 = np.repeat(te, m * m)
                 j3 = np.tile(np.repeat(np.arange(m), m), len(te))
                 q3 = np.tile(np.arange(m), m * len(te))
                 sel = j3 != q3
                 p1[r3[sel], j3[sel], q3[sel]] = qe.predict(
-                    self._rows(r3[sel], j3[sel], labels, feats, finals, logprob, acc, gacc, tables, q3[sel]))
+                    self._rows(r3[sel], j3[sel], labels, feats, codes, lf, logprob, acc, gacc, q3[sel]))
             bar.update(1)
         return CalibrationData(labels=labels, correct=correct.copy(), cost=cost.copy(), p0=p0, p1=p1,
                                folds=folds)
@@ -706,6 +735,18 @@ class Cascade:
         if meta.get("fingerprint") != self.fingerprint():
             raise ArtifactError("artifact fingerprint does not match its pool, prices and embedder")
         return self
+
+
+def _vlogit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-3, 1 - 1e-3)
+    return np.log(p / (1 - p))
+
+
+def _answer_codes(finals: list[list[str | None]]) -> np.ndarray:
+    """Integer id per distinct final answer (-1 for none), so agreement is an array comparison."""
+    ids: dict[str, int] = {}
+    return np.array([[-1 if fa is None else ids.setdefault(fa, len(ids)) for fa in row] for row in finals],
+                    dtype=np.int64)
 
 
 def _jsonable(obj: Any) -> Any:

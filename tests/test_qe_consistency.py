@@ -1,0 +1,51 @@
+"""The quality estimator sees the same features in training (vectorised) and in serving (`judge`)."""
+
+from __future__ import annotations
+
+import numpy as np
+from conftest import make_cascade
+
+from crescade import Answer, Cascade, Outcomes
+from crescade.cascade import _answer_codes
+from crescade.features import final_answer
+
+
+def _training_scores(c: Cascade, data: Outcomes, prev: np.ndarray | None) -> np.ndarray:
+    n, m = data.n_prompts, data.n_models
+    labels = c.cluster_of(data.prompts)
+    feats = c._text_features(data.prompts, data.responses, data.finish_reason)
+    finals = [[final_answer(r) for r in row] for row in data.responses]
+    lf = c._logfreq(labels, finals, c.answer_tables_)
+    rows, models = np.repeat(np.arange(n), m), np.tile(np.arange(m), n)
+    x = c._rows(rows, models, labels, feats, _answer_codes(finals), lf, np.asarray(data.logprob_mean, float),
+                c.acc_table_, c.global_acc_, None if prev is None else prev[models])
+    return c.qe_.predict(x).reshape(n, m)
+
+
+def _serving_scores(c: Cascade, data: Outcomes, prev: np.ndarray | None) -> np.ndarray:
+    out = np.zeros((data.n_prompts, data.n_models))
+    for i, query in enumerate(data.prompts):
+        plan = c.plan(query)
+        for j, name in enumerate(data.models):
+            history = [] if prev is None else [Answer(text=data.responses[i][prev[j]], model=data.models[prev[j]])]
+            answer = Answer(text=data.responses[i][j], model=name)
+            out[i, j] = c._score(query, answer, plan.cluster, history)
+            if not history and len(plan.ladder) > 1:  # the public judge agrees with the private score
+                assert c.judge(query, answer, plan=plan, tier=0).p == out[i, j]
+    return out
+
+
+def test_training_and_serving_features_agree(train: Outcomes, test_set: Outcomes) -> None:
+    c = make_cascade(max_depth=3).fit(train)
+    data = test_set.subset(np.arange(40))
+    np.testing.assert_allclose(_training_scores(c, data, None), _serving_scores(c, data, None), rtol=1e-9)
+
+
+def test_history_features_agree(train: Outcomes, test_set: Outcomes) -> None:
+    c = make_cascade(max_depth=3).fit(train)
+    data = test_set.subset(np.arange(40))
+    prev = (np.arange(data.n_models) + 1) % data.n_models  # each model's answer judged after the next one's
+    trained, served = _training_scores(c, data, prev), _serving_scores(c, data, prev)
+    np.testing.assert_allclose(trained, served, rtol=1e-9)
+    # agreement with an earlier answer moves the score: the feature is live, not constant
+    assert not np.allclose(trained, _training_scores(c, data, None))
