@@ -69,11 +69,17 @@ def _llama_index_cache_dirs() -> list[str]:
     return [os.path.join(loc, "core", "_static", "tiktoken_cache") for loc in spec.submodule_search_locations]
 
 
+def _package_cache_dirs() -> list[str]:
+    """The BPE files shipped inside crescade (cl100k_base and o200k_base)."""
+    return [str(Path(__file__).resolve().parent / "data" / "tiktoken_cache")]
+
+
 def candidate_cache_dirs() -> list[str]:
     """Directories searched for cached BPE files, in order."""
     dirs: list[str] = []
     if os.environ.get("TIKTOKEN_CACHE_DIR"):
         dirs.append(os.environ["TIKTOKEN_CACHE_DIR"])
+    dirs.extend(_package_cache_dirs())
     dirs.extend(_llama_index_cache_dirs())
     if os.environ.get("DATA_GYM_CACHE_DIR"):
         dirs.append(os.environ["DATA_GYM_CACHE_DIR"])

@@ -43,6 +43,7 @@ def no_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(empty))
     monkeypatch.setenv("DATA_GYM_CACHE_DIR", str(empty))
     monkeypatch.setattr(tokens, "_llama_index_cache_dirs", lambda: [])
+    monkeypatch.setattr(tokens, "_package_cache_dirs", lambda: [])
     monkeypatch.setattr(tempfile, "gettempdir", lambda: str(empty))
     return empty
 
@@ -94,11 +95,13 @@ def test_candidate_dirs_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "/t")
     monkeypatch.setenv("DATA_GYM_CACHE_DIR", "/d")
     monkeypatch.setattr(tokens, "_llama_index_cache_dirs", lambda: ["/l"])
+    monkeypatch.setattr(tokens, "_package_cache_dirs", lambda: ["/p"])
     monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
-    assert tokens.candidate_cache_dirs() == ["/t", "/l", "/d", os.path.join(str(tmp_path), "data-gym-cache")]
+    gym = os.path.join(str(tmp_path), "data-gym-cache")
+    assert tokens.candidate_cache_dirs() == ["/t", "/p", "/l", "/d", gym]
     monkeypatch.delenv("TIKTOKEN_CACHE_DIR")
     monkeypatch.delenv("DATA_GYM_CACHE_DIR")
-    assert tokens.candidate_cache_dirs() == ["/l", os.path.join(str(tmp_path), "data-gym-cache")]
+    assert tokens.candidate_cache_dirs() == ["/p", "/l", gym]
 
 
 def test_llama_index_lookup_does_not_import_it() -> None:
@@ -122,9 +125,8 @@ def test_llama_index_dir_found_via_spec(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_tiktoken_from_local_cache_only() -> None:
-    cache_dir = tokens.find_cached_bpe("cl100k_base")
-    if cache_dir is None:
-        pytest.skip("no cached cl100k_base BPE file on this machine (llama-index-core not installed)")
+    assert tokens.find_cached_bpe("cl100k_base") in tokens._package_cache_dirs()  # shipped with crescade
+    assert tokens.find_cached_bpe("o200k_base") in tokens._package_cache_dirs()
     original = os.environ.get("TIKTOKEN_CACHE_DIR")
     assert count_tokens("hello world") == TokenCount(2, "tiktoken")
     assert count_tokens("hello <|endoftext|> world").source == "tiktoken"  # special tokens are text
@@ -158,3 +160,13 @@ def test_resolve_usage_rejects_bad_counts(bad: Any) -> None:
 def test_count_tokens_rejects_non_string() -> None:
     with pytest.raises(ConfigError):
         count_tokens(b"bytes")  # type: ignore[arg-type]
+
+
+def test_counts_match_the_recorded_cl100k_counts() -> None:
+    """The shared data's token columns are cl100k_base counts: ours must agree exactly."""
+    from crescade.records import read_records
+
+    data = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "routellm-gsm8k.csv.gz"
+    for rec in read_records(data)[:40]:
+        assert count_tokens(rec.prompt, model="gpt-4") == TokenCount(rec.input_tokens, "tiktoken")
+        assert count_tokens(rec.response, model="gpt-4").n == rec.output_tokens
