@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -419,6 +420,7 @@ class Cascade:
         if new.start_model == name:
             new.start_model = None
         new.honest_ = None
+        new._replay_cache = weakref.WeakKeyDictionary()
         new._resolve()
         return new
 
@@ -484,6 +486,7 @@ class Cascade:
                                      folds=self.calib_.folds)
         new.strongest_ = int(np.argmax(np.nanmean(new.calib_.correct, axis=0)))
         new.honest_ = None
+        new._replay_cache = weakref.WeakKeyDictionary()
         new._resolve()
         return new
 
@@ -557,44 +560,79 @@ class Cascade:
                        reason=f"p={p:.3f} {'<' if esc else '>='} {threshold:.3f}")
 
     # ------------------------------------------------------------------ replay
-    def replay(self, outcomes: Outcomes) -> ReplayResult:
-        """Run the cascade over recorded answers (every model's answer to every prompt is known)."""
+    def replay_scores(self, outcomes: Outcomes) -> CalibrationData:
+        """QE scores of every recorded answer (alone and after each other model's answer), in pool order.
+
+        They depend on the fitted clusters, tables and estimator but not on the knob, so they are
+        computed once per records object and shared by every ``retarget`` copy.
+        """
         self._check_fitted()
+        cache = self.__dict__.setdefault("_replay_cache", weakref.WeakKeyDictionary())
+        if outcomes in cache:
+            return cache[outcomes]
         cols = []
         for name in self.models_:
             if name not in outcomes.models:
                 raise PoolError(f"the records lack model {name!r} of the cascade's pool")
             cols.append(outcomes.models.index(name))
-        n = outcomes.n_prompts
+        n, m = outcomes.n_prompts, len(cols)
         labels = self.cluster_of(outcomes.prompts)
+        responses = [[row[c] for c in cols] for row in outcomes.responses]
+        finish = [[row[c] for c in cols] for row in outcomes.finish_reason]
+        feats = self._text_features(outcomes.prompts, responses, finish)
+        finals = [[final_answer(r) for r in row] for row in responses]
+        codes = _answer_codes(finals)
+        lf = self._logfreq(labels, finals, self.answer_tables_)
+        logprob = np.asarray(outcomes.logprob_mean, dtype=float)[:, cols]
+        rows, models = np.repeat(np.arange(n), m), np.tile(np.arange(m), n)
+        args = (labels, feats, codes, lf, logprob, self.acc_table_, self.global_acc_)
+        p0 = self.qe_.predict(self._rows(rows, models, *args)).reshape(n, m)
+        p1 = None
+        if self.max_depth >= 3 and m > 1:
+            p1 = np.full((n, m, m), np.nan)
+            r3, j3, q3 = np.repeat(np.arange(n), m * m), np.tile(np.repeat(np.arange(m), m), n), np.tile(
+                np.arange(m), m * n)
+            sel = j3 != q3
+            p1[r3[sel], j3[sel], q3[sel]] = self.qe_.predict(self._rows(r3[sel], j3[sel], *args, q3[sel]))
+        scores = CalibrationData(labels=labels, correct=np.asarray(outcomes.correct, float)[:, cols],
+                                 cost=np.asarray(outcomes.cost, float)[:, cols], p0=p0, p1=p1,
+                                 folds=np.zeros(n, dtype=np.int64))
+        cache[outcomes] = scores
+        return scores
+
+    def replay(self, outcomes: Outcomes) -> ReplayResult:
+        """Run the cascade over recorded answers (every model's answer to every prompt is known).
+
+        Vectorised: the same decisions ``plan`` + ``judge`` would take, one cluster at a time.
+        """
+        s = self.replay_scores(outcomes)
+        n = len(s.labels)
         out = ReplayResult(correct=np.zeros(n), cost=np.zeros(n), model=np.zeros(n, dtype=np.int64),
-                           routed=np.zeros(n, dtype=np.int64), cluster=labels, calls=np.zeros(n, dtype=np.int64),
+                           routed=np.zeros(n, dtype=np.int64), cluster=s.labels, calls=np.zeros(n, dtype=np.int64),
                            escalated=np.zeros(n, dtype=bool), strong_call=np.zeros(n, dtype=bool))
-        lp_all = np.asarray(outcomes.logprob_mean, dtype=float)
-        for i in range(n):
-            k = int(labels[i])
-            plan = self._plan_for(k, None)
+        for k in range(self.n_clusters_):
+            r = np.flatnonzero(s.labels == k)
+            if len(r) == 0:
+                continue
             ladder = self.ladders_[k]
-            history: list[Answer] = []
+            tau = float(DEFAULT_THRESHOLDS[int(self.tau_index_[k])])
+            pending = np.ones(len(r), dtype=bool)
+            out.routed[r] = ladder[0]
             for tier, j in enumerate(ladder):
-                c = cols[j]
-                out.cost[i] += outcomes.cost[i, c]
-                out.calls[i] += 1
+                out.cost[r] += np.where(pending, s.cost[r, j], 0.0)
+                out.calls[r] += pending
                 if j == self.strongest_:
-                    out.strong_call[i] = True
+                    out.strong_call[r] |= pending
                 if tier == len(ladder) - 1:
-                    break
-                lp = float(lp_all[i, c])
-                ans = Answer(text=outcomes.responses[i][c], model=self.models_[j],
-                             finish_reason=outcomes.finish_reason[i][c], logprob_mean=lp if math.isfinite(lp) else None)
-                if self._score(outcomes.prompts[i], ans, k, history) >= plan.thresholds[tier]:
-                    break
-                history.append(ans)
+                    accept = pending
+                else:
+                    p = s.p0[r, j] if tier == 0 else s.p1[r, j, ladder[tier - 1]]  # type: ignore[index]
+                    accept = pending & (p >= tau)
+                out.model[r] = np.where(accept, j, out.model[r])
+                out.correct[r] = np.where(accept, s.correct[r, j], out.correct[r])
                 if tier == 0:
-                    out.escalated[i] = True
-            out.model[i] = j
-            out.routed[i] = ladder[0]
-            out.correct[i] = outcomes.correct[i, cols[j]]
+                    out.escalated[r] = pending & ~accept
+                pending = pending & ~accept
         return out
 
     # ------------------------------------------------------------------ reports

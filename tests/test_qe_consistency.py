@@ -49,3 +49,25 @@ def test_history_features_agree(train: Outcomes, test_set: Outcomes) -> None:
     np.testing.assert_allclose(trained, served, rtol=1e-9)
     # agreement with an earlier answer moves the score: the feature is live, not constant
     assert not np.allclose(trained, _training_scores(c, data, None))
+
+
+def test_vectorised_replay_matches_plan_and_judge(train: Outcomes, test_set: Outcomes) -> None:
+    """`replay` takes exactly the decisions a serving loop of plan + judge takes on the same answers."""
+    c = make_cascade(max_depth=3, quality_target=0.99).fit(train)
+    r = c.replay(test_set)
+    col = {name: test_set.models.index(name) for name in c.models_}
+    assert r.escalated.any() and (~r.escalated).any()  # both paths are exercised
+    for i, query in enumerate(test_set.prompts):
+        plan = c.plan(query)
+        history: list[Answer] = []
+        cost = 0.0
+        for tier, name in enumerate(plan.ladder):
+            cost += test_set.cost[i, col[name]]
+            answer = Answer(text=test_set.responses[i][col[name]], model=name)
+            if not c.judge(query, answer, plan=plan, tier=tier, history=history).escalate:
+                break
+            history.append(answer)
+        assert c.models_[r.model[i]] == name
+        assert r.cost[i] == cost
+        assert r.correct[i] == test_set.correct[i, col[name]]
+        assert r.escalated[i] == (len(history) > 0)
