@@ -15,7 +15,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -82,23 +81,16 @@ def _dumps(obj: Any) -> str:
     return json.dumps(_jsonable(obj), indent=2, ensure_ascii=False, allow_nan=False)
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(tmp)`` on a temporary file next to ``path``, then move it into place."""
+def _write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as JSON atomically (a temporary file moved into place; created with the umask)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        write(tmp)
+        tmp.write_text(_dumps(obj) + "\n", encoding="utf-8")
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    text = _dumps(obj) + "\n"
-    _write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _shorten(text: str, width: int = 100) -> str:
@@ -352,6 +344,7 @@ def _evaluate(outcomes: Outcomes, where: str, args: argparse.Namespace, **option
 
 
 def _save_plot(report: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         report.plot(path)
     except ImportError as e:
