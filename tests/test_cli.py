@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -167,11 +168,14 @@ def test_report_examples_from_records_or_ids(data: dict[str, Path],
 
 def test_evaluate_writes_json_and_png(data: dict[str, Path], capsys: pytest.CaptureFixture[str],
                                       tmp_path: Path) -> None:
-    js, png = tmp_path / "out" / "eval.json", tmp_path / "out" / "eval.png"
+    js, png = tmp_path / "out" / "eval.json", tmp_path / "plots" / "eval.png"  # directories made on demand
     code, out, err = run(capsys, "evaluate", data["records"], "--prices", data["prices"], "--bootstrap", "50",
                          "--clusters", "2", "--json", js, "--plot", png, "-q")
     assert code == 0, err
     assert f"wrote {js}" in out and f"wrote {png}" in out
+    umask = os.umask(0)
+    os.umask(umask)
+    assert js.stat().st_mode & 0o777 == 0o666 & ~umask  # a normal file, not a private temp file
     rep = json.loads(js.read_text())
     names = [p["name"] for p in rep["policies"]]
     assert {"crescade", "stage1-only", "knn", "oracle", *MODELS} <= set(names)
