@@ -141,6 +141,7 @@ class Cascade:
                 raise PoolError(f"no price for model(s) {missing}")
         self.models_ = list(outcomes.models)
         self.cards_ = {x: prices[x] for x in self.models_} if prices is not None else {}
+        self._replay_cache: weakref.WeakKeyDictionary[Outcomes, CalibrationData] = weakref.WeakKeyDictionary()
         correct = np.asarray(outcomes.correct, dtype=float)
         cost = np.asarray(outcomes.cost, dtype=float)
         from threadpoolctl import threadpool_limits  # a scikit-learn dependency
@@ -718,6 +719,7 @@ class Cascade:
         p["cluster_grid"] = tuple(p["cluster_grid"])
         self = cls(**p, progress=False)
         self.models_ = [str(x) for x in meta["models"]]
+        self._replay_cache = weakref.WeakKeyDictionary()
         m = len(self.models_)
         self.strongest_ = int(meta["strongest"])
         self.n_clusters_ = int(meta["n_clusters"])

@@ -71,3 +71,9 @@ def test_vectorised_replay_matches_plan_and_judge(train: Outcomes, test_set: Out
         assert r.cost[i] == cost
         assert r.correct[i] == test_set.correct[i, col[name]]
         assert r.escalated[i] == (len(history) > 0)
+
+
+def test_retargeted_copies_share_replay_scores(cascade: Cascade, test_set: Outcomes) -> None:
+    a, b = cascade.retarget(quality_target=0.9), cascade.retarget(quality_target=0.99)
+    assert a.replay_scores(test_set) is b.replay_scores(test_set)
+    assert cascade.remove_model(cascade.models_[0]).replay_scores(test_set) is not a.replay_scores(test_set)
