@@ -162,11 +162,16 @@ class Cascade:
             self.strongest_ = int(np.argmax(np.nanmean(correct, axis=0)))
             best: tuple[tuple[float, float], int, np.ndarray, CalibrationData] | None = None
             self.grid_report_ = []
+            failures = []
             for k in self._grid():
                 cents = fit_centroids(emb, k, random_state=self.random_state)
                 labels = assign(emb, cents)
                 data = self._crossfit(labels, len(cents), correct, cost, feats, finals, logprob, folds, bar)
-                honest = self._honest_curve(data, len(cents))
+                try:
+                    honest = self._honest_curve(data, len(cents))
+                except ConfigError as exc:  # e.g. too few prompts per cluster for this K: try the others
+                    failures.append(f"n_clusters={len(cents)}: {exc}")
+                    continue
                 _, met, h_acc, h_cost = self._nominal(honest)
                 self.grid_report_.append({"n_clusters": len(cents), "target_met": met,
                                           "honest_retention": h_acc, "honest_cost_ratio": h_cost})
@@ -174,7 +179,8 @@ class Cascade:
                 if best is None or key < best[0]:
                     best = (key, len(cents), cents, data)
                     self.honest_ = honest
-            assert best is not None
+            if best is None:
+                raise ConfigError("calibration failed for every number of clusters: " + "; ".join(failures))
             _, self.n_clusters_, self.centroids_, self.calib_ = best
             self.calib_prompt_ids_ = list(outcomes.prompt_ids)
             # final fit on every calibration prompt

@@ -106,6 +106,7 @@ class EvalReport:
 
     meta: dict[str, Any]
     policies: list[PolicyReport]
+    cascade: Cascade | None = field(default=None, repr=False, compare=False)  # crescade fitted on train
 
     def policy(self, name: str) -> PolicyReport:
         for p in self.policies:
@@ -301,7 +302,8 @@ def evaluate(
         "stage2-only": {**base, "n_clusters": 1, "start_model": models[weak]},
     }
     ctx = _Ctx(train, test, ref, s, quality_target, targets, progress)
-    policies = [_cascade_policy(ctx, pname, kw, sweep) for pname, kw in variants.items()]
+    fitted: dict[str, Cascade] = {}
+    policies = [_cascade_policy(ctx, pname, kw, sweep, fitted) for pname, kw in variants.items()]
     policies.append(_knn_policy(ctx, knn_k, base.get("embedder"), [float(v) for v in lambdas]))
     policies += _single_policies(ctx)
     policies.append(_mix_policy(ctx))
@@ -336,7 +338,7 @@ def evaluate(
         "aiq_interval": [0.0, c_max], "cost_unit": "cost ratio (mean cost / always-strongest mean cost)",
         "conventions": CONVENTIONS,
     }
-    return EvalReport(meta=meta, policies=[p for p, _ in policies])
+    return EvalReport(meta=meta, policies=[p for p, _ in policies], cascade=fitted["crescade"])
 
 
 @dataclass
@@ -359,11 +361,12 @@ def _policy(name: str, kind: str, run: _Run, ref: _Ref, curve: list[dict[str, An
     return rep, run
 
 
-def _cascade_policy(ctx: _Ctx, name: str, kw: dict[str, Any], sweep: list[float]
+def _cascade_policy(ctx: _Ctx, name: str, kw: dict[str, Any], sweep: list[float], fitted_out: dict[str, Cascade]
                     ) -> tuple[PolicyReport, _Run]:
     """Fit on train once, sweep the knob with ``retarget``, replay every setting on test."""
     t0 = time.perf_counter()
     fitted = Cascade(**kw, quality_target=ctx.quality_target).fit(ctx.train)
+    fitted_out[name] = fitted
     fit_s = time.perf_counter() - t0
     if fitted.strongest_ != ctx.strongest or list(fitted.models_) != list(ctx.train.models):
         raise PoolError("the cascade's pool or strongest model differs from the evaluation's")

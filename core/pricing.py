@@ -9,17 +9,16 @@ An unknown price is an error, never a silent zero.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import numbers
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write
 from .errors import PricingError
 
 __all__ = ["ModelCard", "load_prices", "price_of", "save_prices"]
@@ -144,18 +143,8 @@ def save_prices(cards: Mapping[str, ModelCard], path: str | os.PathLike[str]) ->
             raise PricingError(f"key {key!r} does not match the card's name {card.name!r}")
         data[key] = card.to_dict()
     text = json.dumps(data, indent=1, sort_keys=True, allow_nan=False) + "\n"
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        f.write(text.encode("utf-8"))
 
 
 def price_of(cards: Mapping[str, ModelCard], model: str) -> ModelCard:

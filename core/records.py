@@ -18,7 +18,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import warnings
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -28,6 +27,7 @@ from typing import IO, Any, Literal
 
 import numpy as np
 
+from .atomic import atomic_write
 from .errors import ConfigError, PoolError, PricingError, RecordsError
 from .pricing import ModelCard
 
@@ -524,32 +524,23 @@ def write_records(records: Iterable[Record], path: str | os.PathLike[str]) -> No
             used.add(col)
     cols = [c for c in _WRITE_ORDER if c in REQUIRED_COLUMNS or c in used]
     gz = p.name.lower().endswith(".gz")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            gzf = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if gz else None
-            text = io.TextIOWrapper(gzf if gzf is not None else raw, encoding="utf-8", newline="")
-            if kind == "csv":
-                w = csv.writer(text)
-                w.writerow(cols)
-                for r in recs:
-                    w.writerow([_cell(getattr(r, c)) for c in cols])
-            else:
-                for r in recs:
-                    obj = {c: getattr(r, c) for c in cols}
-                    text.write(json.dumps(obj, ensure_ascii=False, allow_nan=False))
-                    text.write("\n")
-            text.flush()
-            text.detach()
-            if gzf is not None:
-                gzf.close()
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(p) as raw:
+        gzf = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if gz else None
+        text = io.TextIOWrapper(gzf if gzf is not None else raw, encoding="utf-8", newline="")
+        if kind == "csv":
+            w = csv.writer(text)
+            w.writerow(cols)
+            for r in recs:
+                w.writerow([_cell(getattr(r, c)) for c in cols])
+        else:
+            for r in recs:
+                obj = {c: getattr(r, c) for c in cols}
+                text.write(json.dumps(obj, ensure_ascii=False, allow_nan=False))
+                text.write("\n")
+        text.flush()
+        text.detach()
+        if gzf is not None:
+            gzf.close()
 
 
 # --------------------------------------------------------------------------- the matrix

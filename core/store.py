@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import default_mode
 from .errors import ArtifactError, ConfigError
 
 __all__ = ["SCHEMA_VERSION", "fingerprint", "load_artifact", "save_artifact"]
@@ -161,6 +162,7 @@ def save_artifact(
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
+        os.chmod(tmp, default_mode(directory=True))
     except OSError as e:
         raise ArtifactError(f"{target}: cannot create a temporary directory: {e}") from None
     try:

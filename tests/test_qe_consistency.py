@@ -77,3 +77,9 @@ def test_retargeted_copies_share_replay_scores(cascade: Cascade, test_set: Outco
     a, b = cascade.retarget(quality_target=0.9), cascade.retarget(quality_target=0.99)
     assert a.replay_scores(test_set) is b.replay_scores(test_set)
     assert cascade.remove_model(cascade.models_[0]).replay_scores(test_set) is not a.replay_scores(test_set)
+
+
+def test_auto_clusters_skip_what_small_data_cannot_support(train: Outcomes) -> None:
+    small = train.subset(np.arange(40))
+    c = make_cascade(n_clusters="auto", cluster_grid=(2, 32)).fit(small)
+    assert c.n_clusters_ == 2  # 32 clusters of ~1 prompt could not be calibrated; 2 could
