@@ -32,6 +32,7 @@ from .decisions import Answer, Plan, Verdict
 from .embed import CallableEmbedder, TfidfSvdEmbedder, as_embedder
 from .errors import ArtifactError, ConfigError, NotFittedError, PoolError
 from .features import answer_features, final_answer
+from .jsonsafe import json_safe
 from .pricing import ModelCard
 from .progress import Progress
 from .records import Outcomes
@@ -701,8 +702,8 @@ class Cascade:
             "answer_tables": [{"cluster": c, "model": j, "counts": t.counts, "total": t.total}
                               for (c, j), t in sorted(self.answer_tables_.items())],
             "cards": {k: v.to_dict() for k, v in self.cards_.items()},
-            "calib_prompt_ids": self.calib_prompt_ids_, "expected": _jsonable(self.expected_),
-            "grid_report": _jsonable(self.grid_report_), "embedder": emb_meta, "qe": qe_meta,
+            "calib_prompt_ids": self.calib_prompt_ids_, "expected": json_safe(self.expected_),
+            "grid_report": json_safe(self.grid_report_), "embedder": emb_meta, "qe": qe_meta,
             "fingerprint": self.fingerprint(),
         }
         save_artifact(directory, kind=ARTIFACT_KIND, meta=meta, arrays=arrays)
@@ -793,18 +794,3 @@ def _answer_codes(finals: list[list[str | None]]) -> np.ndarray:
     ids: dict[str, int] = {}
     return np.array([[-1 if fa is None else ids.setdefault(fa, len(ids)) for fa in row] for row in finals],
                     dtype=np.int64)
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj

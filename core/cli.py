@@ -24,8 +24,9 @@ from typing import Any, NoReturn
 import numpy as np
 
 from . import __version__
-from .cascade import Cascade, _jsonable  # the artifact's own JSON conversion (NaN -> null)
+from .cascade import Cascade
 from .errors import CrescadeError, RecordsError
+from .jsonsafe import json_safe
 from .pricing import ModelCard, load_prices
 from .progress import progress_enabled
 from .records import Outcomes, read_records
@@ -78,7 +79,7 @@ def _finite(x: Any) -> bool:
 
 
 def _dumps(obj: Any) -> str:
-    return json.dumps(_jsonable(obj), indent=2, ensure_ascii=False, allow_nan=False)
+    return json.dumps(json_safe(obj), indent=2, ensure_ascii=False, allow_nan=False)
 
 
 def _write_json(path: Path, obj: Any) -> None:

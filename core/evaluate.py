@@ -44,6 +44,7 @@ import numpy as np
 from .baselines import DEFAULT_LAMBDAS, KnnRouter, mix_for_quality, random_mix, single_model
 from .cascade import Cascade, ReplayResult
 from .errors import ConfigError, PoolError
+from .jsonsafe import json_safe
 from .metrics import aiq, apgr, bootstrap_indices, cost_at_quality, cpt, ndch, oracle
 from .progress import Progress
 from .records import Outcomes
@@ -116,7 +117,7 @@ class EvalReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict; NaN and infinities become ``None``, numeric keys become strings."""
-        return _jsonable({"meta": self.meta, "policies": [p.__dict__ for p in self.policies]})
+        return json_safe({"meta": self.meta, "policies": [p.__dict__ for p in self.policies]})
 
     def table(self) -> str:
         """Fixed-width text table: one row per policy, at the calibrated knob and from the test curve."""
@@ -468,22 +469,3 @@ def _fmt(v: float | None) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "-"
     return f"{v:.3f}"
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {(f"{k:g}" if isinstance(k, float) else str(k)): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    if obj is None or isinstance(obj, str):
-        return obj
-    return str(obj)
