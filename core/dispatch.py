@@ -7,7 +7,7 @@ error, an empty answer, an invalid tool call or structured output, or a failing 
 escalate; the last tier's answer is accepted as-is. Every attempt, rejected answers included (they were
 paid for), is recorded in :class:`DispatchResult`.
 
-Both loops drive one private state machine (:class:`_Walk`), so their policy cannot diverge. Nothing is
+Both loops drive one private state machine (:class:`DispatchSession`), so their policy cannot diverge. Nothing is
 shared between calls: each dispatch builds its own state, so concurrent threads and tasks are safe as long as
 the judge, the price mapping and the counter are safe to read concurrently.
 """
@@ -213,7 +213,7 @@ def dispatch(
     :class:`~crescade.errors.AllTiersFailedError` (a :class:`DispatchFailedError`) if the last tier raised
     and no earlier tier was accepted. ``KeyboardInterrupt``/``SystemExit`` propagate at once.
     """
-    walk = _Walk.start(judge, query, prices, plan, min_model, max_depth, counter)
+    walk = DispatchSession.start(judge, query, prices, plan, min_model, max_depth, counter)
     for tier, model, is_last in walk.steps():
         t0 = clock()
         try:
@@ -243,7 +243,7 @@ async def adispatch(
     ``asyncio.CancelledError`` (like ``KeyboardInterrupt``) propagates immediately and is never recorded
     as a tier failure. The judge and counter are called synchronously; they are pure and fast.
     """
-    walk = _Walk.start(judge, query, prices, plan, min_model, max_depth, counter)
+    walk = DispatchSession.start(judge, query, prices, plan, min_model, max_depth, counter)
     for tier, model, is_last in walk.steps():
         t0 = clock()
         try:
@@ -256,8 +256,18 @@ async def adispatch(
     return walk.result()
 
 
-class _Walk:
-    """One dispatch's state: the effective plan, the attempts so far, and the policy for each step."""
+class DispatchSession:
+    """One dispatch's state: the effective plan, the attempts so far, and the policy for each step.
+
+    :func:`dispatch` and :func:`adispatch` drive it; an adapter that streams drives it itself::
+
+        session = DispatchSession.start(judge, query, prices, None, floor, None, None)
+        for tier, model, is_last in session.steps():
+            ...  # call the model (buffered, or streamed live when is_last), then:
+            if session.answered(tier, model, answer, elapsed):   # or session.failed(...)
+                break
+        result = session.result()
+    """
 
     __slots__ = ("_attempts", "_counter", "_errors", "_judge", "_plan", "_prices", "_query")
 
@@ -279,7 +289,7 @@ class _Walk:
         min_model: str | None,
         max_depth: int | None,
         counter: TokenCounter | None,
-    ) -> _Walk:
+    ) -> DispatchSession:
         if plan is not None and min_model is not None:
             raise ConfigError("pass either plan or min_model, not both (min_model is given to judge.plan)")
         if plan is None:
