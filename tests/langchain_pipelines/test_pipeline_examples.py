@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fake_openai_server import CHEAP_M, STRONG_M, FakeOpenAI
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -75,3 +77,30 @@ def test_examples_reject_half_given_server_options(script: str, tmp_path: Path) 
     proc = subprocess.run([sys.executable, str(EXAMPLES / script), "--base-url", "http://127.0.0.1:1/v1"],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2 and "--base-url needs --cheap NAME and --strong NAME" in proc.stderr
+
+
+@pytest.fixture
+def openai_server() -> Iterator[FakeOpenAI]:
+    pytest.importorskip("langchain_openai", reason="the examples' --base-url path uses langchain-openai")
+    server = FakeOpenAI()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_examples_against_an_openai_compatible_server(openai_server: FakeOpenAI, tmp_path: Path) -> None:
+    """--base-url goes through langchain-openai's ChatOpenAI to a (fake, loopback) server, streaming included."""
+    server = ["--base-url", openai_server.base_url, "--cheap", CHEAP_M, "--strong", STRONG_M]
+    out = run("langchain_agent.py", *server, "--question", "What is 17 plus 25?", cwd=tmp_path)
+    assert f"routed to {CHEAP_M}, answered by {STRONG_M} (escalated)" in out
+    assert "rejected (invalid tool call)" in out and "tool add -> 42" in out and "A: The answer is 42." in out
+    first = openai_server.requests[0]
+    assert first["model"] == CHEAP_M and [t["function"]["name"] for t in first["tools"]] == ["add", "multiply"]
+    assert {r["model"] for r in openai_server.requests} == {CHEAP_M, STRONG_M}
+
+    out = run("langchain_rag.py", *server, "--question", "What escalation happens to weaker answers?", cwd=tmp_path)
+    assert "A: Stage 2 reads the routed model's answer" in out
+    assert f"routed to {CHEAP_M}, answered by {STRONG_M} (escalated)" in out
+    assert "streamed: Stage 1 embeds each query" in out
+    assert any(r.get("stream") for r in openai_server.requests)  # the last tier streamed live

@@ -1,0 +1,102 @@
+"""A tiny OpenAI-compatible chat-completions server on 127.0.0.1, for the examples' ``--base-url`` path.
+
+Two models: ``cheap-m`` passes an arithmetic tool call a string where an integer is expected and hedges
+when asked to answer from a context; ``strong-m`` calls tools correctly and quotes the context's first
+line. Both answer a tool result with "The answer is <result>." Streams (SSE) when asked to, with usage
+in a last chunk. Serves in a daemon thread until :meth:`FakeOpenAI.stop`; loopback only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+CHEAP_M, STRONG_M = "cheap-m", "strong-m"
+_ARITH = re.compile(r"(-?\d+)\s*(plus|times)\s*(-?\d+)")
+_USAGE = {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27}
+
+
+def reply(body: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The assistant message (OpenAI wire format) and finish reason for one request."""
+    model, messages, tools = body["model"], body["messages"], body.get("tools") or []
+    last = messages[-1]
+    question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    calc = _ARITH.search(question if isinstance(question, str) else "")
+    if last["role"] == "tool":
+        return {"content": f"The answer is {last['content']}."}, "stop"
+    if tools and calc and last["role"] == "user":
+        a, b = int(calc.group(1)), int(calc.group(3))
+        args: dict[str, Any] = {"a": a, "b": b} if model == STRONG_M else {"a": f"{a} units", "b": b}
+        name = "add" if calc.group(2) == "plus" else "multiply"
+        call = {"id": f"call_{model}", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+        return {"content": None, "tool_calls": [call]}, "tool_calls"
+    text = "\n".join(m["content"] for m in messages if isinstance(m.get("content"), str))
+    if "Context:" in text:
+        if model == CHEAP_M:
+            return {"content": "I'm not sure, the context may not say."}, "stop"
+        return {"content": text.split("Context:", 1)[1].strip().splitlines()[0]}, "stop"
+    return {"content": "The capital of Japan is Tokyo."}, "stop"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "fake-openai/0"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.requests.append(body)  # type: ignore[attr-defined]
+        msg, finish = reply(body)
+        base = {"id": "chatcmpl-fake", "created": int(time.time()), "model": body["model"]}
+        if not body.get("stream"):
+            out = {**base, "object": "chat.completion", "usage": _USAGE,
+                   "choices": [{"index": 0, "message": {"role": "assistant", **msg}, "finish_reason": finish}]}
+            data = json.dumps(out).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        chunk = {**base, "object": "chat.completion.chunk"}
+        deltas: list[dict[str, Any]] = [{"role": "assistant", "content": w}
+                                        for w in re.split(r"(\s+)", msg.get("content") or "") if w]
+        deltas += [{"tool_calls": [{"index": i, **c}]} for i, c in enumerate(msg.get("tool_calls") or [])]
+        events = [{**chunk, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+        events.append({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+        events.append({**chunk, "choices": [], "usage": _USAGE})
+        for event in events:
+            self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+        self.wfile.write(b"data: [DONE]\n\n")
+
+
+class FakeOpenAI:
+    """The server, started on a free loopback port."""
+
+    def __init__(self) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd.requests = []  # type: ignore[attr-defined]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self.thread.start()
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host!s}:{port}/v1"
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        return list(self.httpd.requests)  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
