@@ -33,7 +33,7 @@ from typing import Any
 
 from .atomic import atomic_write
 from .decisions import Answer
-from .dispatch import _describe as describe_error
+from .dispatch import describe_error as describe_error
 from .errors import ConfigError, PricingError, RecordsError
 from .graders import Grader, get_grader
 from .pricing import ModelCard

@@ -311,7 +311,7 @@ class DispatchSession:
     def failed(self, tier: int, model: str, exc: Exception, elapsed: float) -> None:
         """Record a tier whose call raised."""
         self._record(TierAttempt(
-            tier=tier, model=model, answer=None, error=_describe(exc), verdict=None,
+            tier=tier, model=model, answer=None, error=describe_error(exc), verdict=None,
             input_tokens=0, output_tokens=0, usage_source="none", cost_usd=0.0,
             latency_s=elapsed, ttft_s=None, tpot_s=None, accepted=False,
             reason=f"raised {type(exc).__name__}",
@@ -382,7 +382,7 @@ class DispatchSession:
             verdict = self._judge.judge(self._query, answer, plan=self._plan, tier=tier, history=history)
             p, threshold, escalate = float(verdict.p), float(verdict.threshold), bool(verdict.escalate)
         except Exception as exc:
-            return None, False, f"quality estimator failed: {_describe(exc)}"
+            return None, False, f"quality estimator failed: {describe_error(exc)}"
         if not math.isfinite(p):
             return verdict, False, f"quality estimator failed: non-finite p={p}"
         if not escalate:
@@ -446,7 +446,7 @@ def _where(a: TierAttempt) -> str:
     return f"{a.reason} at tier {a.tier} (model {a.model})"
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     """``"TypeName: message"``, message truncated and with common secret shapes redacted."""
     try:
         msg = str(exc)
