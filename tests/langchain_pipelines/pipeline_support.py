@@ -7,7 +7,8 @@
   and reports usage and ``model_name``. With ``weak=True`` it is the cheap model of the pool: it
   hedges on arithmetic ("I'm not sure, but it might be 8.") and breaks the arguments of the tool
   calls it makes for arithmetic questions (wrong types, or unparseable JSON with ``bad_args="json"``).
-  Every call is recorded in ``calls`` (messages, bound tool names, tool choice).
+  Every call is recorded in ``calls`` (messages, bound tool names, tool choice); with ``error`` set,
+  every call raises :class:`ProviderError`.
 * :func:`make_records` / :func:`fit_cascade`: a real :class:`crescade.Cascade` calibrated on generated
   records of the same two models, ``cheap`` and ``strong``, so its quality estimator has learnt that
   ``cheap``'s hedges are wrong: a hedged draft is escalated to ``strong``, a clean answer is accepted.
@@ -56,6 +57,10 @@ _QUOTED = re.compile(r"\"([^\"]+)\"|'([^']+)'")
 
 
 # ---------------------------------------------------------------------------------------------- children
+class ProviderError(RuntimeError):
+    """What a scripted child raises when told to fail (a stand-in for a timeout, 429 or 5xx)."""
+
+
 @dataclass(frozen=True)
 class Call:
     """One call a scripted child received."""
@@ -91,6 +96,8 @@ class ScriptedChat(BaseChatModel):
     model_name: str
     weak: bool = False
     bad_args: Literal["schema", "json"] = "schema"
+    error: str | None = None
+    """When set, every call raises ``ProviderError(error)`` (after being recorded), like a failing provider."""
     calls: list[Call] = Field(default_factory=list)
 
     @property
@@ -113,6 +120,8 @@ class ScriptedChat(BaseChatModel):
         tools: list[dict[str, Any]] = list(kwargs.get("tools") or [])
         choice = kwargs.get("tool_choice")
         self.calls.append(Call(tuple(messages), tuple(t["function"]["name"] for t in tools), choice, streamed))
+        if self.error is not None:
+            raise ProviderError(self.error)
         question = next((m.text for m in reversed(messages) if isinstance(m, HumanMessage)), "")
         last = messages[-1] if messages else HumanMessage("")
         names = [t["function"]["name"] for t in tools]
