@@ -10,9 +10,9 @@ pytest.importorskip("langchain_core")
 pytest.importorskip("langchain")
 pytest.importorskip("langgraph")
 
-from pipeline_support import CHEAP, STRONG, ScriptedChat, fit_cascade
-
 from crescade import Cascade
+
+from .pipeline_support import CHEAP, STRONG, ScriptedChat, fit_cascade
 
 if TYPE_CHECKING:
     from crescade_langchain import CascadeChatModel

@@ -9,10 +9,11 @@ import pytest
 from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
-from pipeline_support import CHEAP, STRONG, CollectingHandler, ScriptedChat, account
 from pydantic import BaseModel
 
 from crescade_langchain import CascadeChatModel
+
+from .pipeline_support import CHEAP, STRONG, CollectingHandler, ScriptedChat, account
 
 QUESTION = "What is 3 plus 4?"
 

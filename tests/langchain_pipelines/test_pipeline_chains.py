@@ -12,10 +12,11 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
 from langchain_core.vectorstores import InMemoryVectorStore
-from pipeline_support import CHEAP, STRONG, CollectingHandler, Run, ScriptedChat, account
 from pydantic import BaseModel
 
 from crescade_langchain import CascadeChatModel
+
+from .pipeline_support import CHEAP, STRONG, CollectingHandler, Run, ScriptedChat, account
 
 SYSTEM = "You are a terse assistant. Answer in one sentence."
 

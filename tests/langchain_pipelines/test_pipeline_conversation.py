@@ -13,10 +13,11 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
-from pipeline_support import CHEAP, STRONG, ProviderError, ScriptedChat, account
 
 from crescade import AllTiersFailedError, Cascade
 from crescade_langchain import CascadeChatModel
+
+from .pipeline_support import CHEAP, STRONG, ProviderError, ScriptedChat, account
 
 
 def chat_app(model: CascadeChatModel) -> Any:
