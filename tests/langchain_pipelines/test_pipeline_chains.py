@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from langchain_core.documents import Document
@@ -10,7 +10,8 @@ from langchain_core.embeddings import DeterministicFakeEmbedding
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
-from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, RunnablePassthrough
+from langchain_core.tracers.run_collector import RunCollectorCallbackHandler
 from langchain_core.vectorstores import InMemoryVectorStore
 from pydantic import BaseModel
 
@@ -270,3 +271,34 @@ async def test_callback_nesting_with_structured_output_in_a_chain(cascade_model:
         result = [r async for r in chain.astream(question, config=config)][-1]
     assert result == Total(value=42)
     _check_nesting(handler, expect_children=[CHEAP, STRONG])
+
+
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke", "stream", "astream"])
+async def test_tracer_run_tree_nests_children_under_the_cascade(cascade_model: CascadeChatModel, mode: str) -> None:
+    """A LangSmith-style tracer (run trees built from parent ids) sees prompt, cascade(cheap, strong), parser."""
+    tracer = RunCollectorCallbackHandler()
+    chain = qa_chain(cascade_model)
+    question, config = {"question": "What is 3 plus 4?"}, cast(RunnableConfig, {"callbacks": [tracer]})
+    if mode == "invoke":
+        chain.invoke(question, config)
+    elif mode == "ainvoke":
+        await chain.ainvoke(question, config)
+    elif mode == "stream":
+        list(chain.stream(question, config))
+    else:
+        [p async for p in chain.astream(question, config)]
+    assert len(tracer.traced_runs) == 1
+    root = tracer.traced_runs[0]
+    assert [(r.run_type, r.name) for r in root.child_runs] == [
+        ("prompt", "ChatPromptTemplate"), ("llm", "CascadeChatModel"), ("parser", "StrOutputParser")]
+    cascade_run = root.child_runs[1]
+    tiers = cascade_run.child_runs
+    assert [(r.run_type, r.name) for r in tiers] == [("llm", "ScriptedChat"), ("llm", "ScriptedChat")]
+    assert [next(t for t in r.tags or [] if t.startswith("crescade:")) for r in tiers] == [
+        "crescade:tier0", "crescade:tier1"]
+
+    def text(run: Any) -> str:
+        return str(run.outputs["generations"][0][0]["text"])
+
+    assert text(tiers[0]).startswith("I'm not sure")  # the rejected draft is traced, under the cascade
+    assert text(tiers[1]) == text(cascade_run) == "The answer is 7."
