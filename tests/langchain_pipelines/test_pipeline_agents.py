@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import warnings
 from typing import Any
 
@@ -242,3 +243,28 @@ async def test_agent_streaming_nests_children_under_the_cascade(cascade_model: C
     assert all(e["parent_ids"][-1] in top_ids for e in child_starts)
     final = [e for e in events if e["event"] == "on_chat_model_stream" and e["run_id"] in top_ids]
     assert "".join(e["data"]["chunk"].text for e in final) == "The answer is 7."
+
+
+async def test_concurrent_agent_runs_keep_their_own_accounts_and_traces(cascade_model: CascadeChatModel) -> None:
+    """40 agent runs at once over one cascade: answers, accounts and run nesting never cross."""
+    handler = CollectingHandler()
+    log: list[tuple[Any, Any]] = []
+    agent = create_agent(cascade_model, tools=[make_add(log)])
+    questions = [f"What is {i} plus {i + 1}?" if i % 2 else "What is the capital of Peru?" for i in range(40)]
+    config: Any = {"callbacks": [handler]}
+    states = await asyncio.gather(*(agent.ainvoke(ask(q), config=config) for q in questions))
+    for i, state in enumerate(states):
+        final = state["messages"][-1]
+        if i % 2:
+            assert final.text == f"The answer is {2 * i + 1}."
+            first = account(ai_messages(state)[0])
+            assert first["escalated"] is True and "invalid tool call" in first["tiers"][0]["reason"]
+        else:
+            assert final.text == "Lima." and account(final)["model"] == CHEAP
+    assert sorted(log) == sorted((i, i + 1) for i in range(1, 40, 2))
+    chats = handler.chat_runs()
+    tops = {r.run_id: r for r in chats if "nostream" not in r.tags}
+    children = [r for r in chats if "nostream" in r.tags]
+    assert len(tops) == 20 * 2 + 20  # two cascade steps per arithmetic run, one per capital run
+    assert len(children) == 20 * 3 + 20  # cheap + strong, then strong; cheap only
+    assert all(c.parent_run_id in tops for c in children)
