@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import (
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from synthetic_records import (
     MODELS,
     N_TRAIN,
     PRICE_PER_MTOK,
@@ -26,8 +28,6 @@ from conftest import (
     make_prompts,
     make_records,
 )
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
 
 from crescade import (
     Answer,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_prompts
+from synthetic_records import make_prompts
 
 from crescade.embed import CallableEmbedder, Embedder, TfidfSvdEmbedder, as_embedder, clip_text
 from crescade.errors import ConfigError, NotFittedError

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import make_cascade
+from synthetic_records import make_cascade
 
 from crescade import Answer, Cascade, Outcomes
 from crescade.cascade import _answer_codes
