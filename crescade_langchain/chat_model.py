@@ -1,0 +1,529 @@
+"""``CascadeChatModel``: a LangChain chat model that routes, judges and escalates over other chat models.
+
+All decisions come from the core (:class:`crescade.Cascade` plans and judges, :class:`DispatchSession`
+walks the ladder); this module only translates messages, calls the children inside the cascade's
+run, and reports what happened.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import Any, cast
+from uuid import uuid4
+
+from langchain_core.callbacks import (
+    AsyncCallbackManager,
+    AsyncCallbackManagerForLLMRun,
+    CallbackManager,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata, add_ai_message_chunks, add_usage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
+from langchain_core.runnables.config import set_config_context
+from langchain_core.runnables.utils import coro_with_context
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from typing_extensions import Self
+
+from crescade.cascade import Cascade
+from crescade.decisions import Answer
+from crescade.dispatch import DispatchResult, DispatchSession
+from crescade.errors import PoolError, PricingError
+from crescade.pricing import ModelCard
+from crescade.tokens import count_tokens
+
+from ._callbacks import Parent
+from ._messages import answer_from_message, as_chunk, conversation_floor, render_query
+
+__all__ = ["CascadeChatModel"]
+
+_PARENT_KW = "_crescade_parent"  # private kwarg: the Parent a stream()/astream() call prepared
+# The run manager of the current _generate_with_cache call, for its implicit streaming branch, which
+# calls _stream/_astream without one (astream_events, LangGraph "messages" mode).
+_IMPLICIT_RUN: ContextVar[tuple[object, Any] | None] = ContextVar("crescade_implicit_run", default=None)
+_STRIPPED_CHUNK_METADATA = ("model_name", "output_version")
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One cascade call's inputs, fixed before the first tier is asked."""
+
+    messages: list[BaseMessage]
+    stop: list[str] | None
+    kwargs: dict[str, Any]
+    tools: list[dict[str, Any]]
+    tool_choice: Any
+    query: str
+    floor: str | None
+    parent: Parent
+
+
+class CascadeChatModel(BaseChatModel):
+    """A chat model that answers with the cheapest model the fitted cascade trusts, escalating when not.
+
+    ``models`` maps every model of the cascade's pool to a LangChain chat model (names must match the
+    pool exactly). Each response carries ``response_metadata["crescade"]`` (the full account: cluster,
+    route, per-tier QE scores, tokens, dollars and timing, rejected answers included),
+    ``response_metadata["model_name"]`` (the answering model) and ``usage_metadata`` summed over every
+    tier called. Callback handlers see the children's runs nested under the cascade's run, so usage can
+    be read either from the cascade's run or from its children's, not both.
+    """
+
+    models: Mapping[str, BaseChatModel]
+    """The pool: cascade model name -> chat model."""
+    cascade: Cascade
+    """A fitted :class:`crescade.Cascade`."""
+    prices: dict[str, ModelCard] | None = None
+    """Price cards per pool model; default: the cards the cascade was fitted with."""
+    conversation_window: int = Field(default=6, ge=1)
+    """How many trailing non-system messages form the routing query (system messages always count)."""
+    monotone: bool = True
+    """Once a turn was escalated, later turns of the conversation start at or above that tier."""
+    max_depth: int | None = Field(default=None, ge=1)
+    """Cap on the tiers tried per call (the strongest model is always kept as the last)."""
+    model_name: str = "crescade"
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
+
+    _cards: dict[str, ModelCard] = PrivateAttr(default_factory=dict)
+    _fingerprint: str = PrivateAttr(default="")
+
+    @model_validator(mode="after")
+    def _crescade_check_pool(self) -> Self:
+        pool = list(getattr(self.cascade, "models_", None) or [])
+        if not pool:
+            raise PoolError("the cascade is not fitted: call Cascade.fit(...) or Cascade.load(path) first")
+        missing = [m for m in pool if m not in self.models]
+        extra = [m for m in self.models if m not in pool]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing chat model(s) for {', '.join(map(repr, missing))}")
+            if extra:
+                parts.append(f"model(s) {', '.join(map(repr, extra))} not in the cascade's pool")
+            raise PoolError(f"models must map exactly the cascade's pool {pool}: {'; '.join(parts)}")
+        cards = dict(self.prices if self.prices is not None else getattr(self.cascade, "cards_", {}) or {})
+        unpriced = [m for m in pool if not isinstance(cards.get(m), ModelCard)]
+        if unpriced:
+            raise PricingError(f"no price (ModelCard) for pool model(s) {', '.join(map(repr, unpriced))}; "
+                               "pass prices={name: ModelCard(...)} or fit the cascade with prices")
+        self._cards = {m: cards[m] for m in pool}
+        params = self.cascade.get_params()
+        self._fingerprint = (f"{self.cascade.fingerprint()}:q={params.get('quality_target')}"
+                             f":c={params.get('cost_target')}")
+        return self
+
+    @classmethod
+    def from_artifact(
+        cls, path: str | PathLike[str], *, models: Mapping[str, BaseChatModel], embedder: Any = None, **kwargs: Any
+    ) -> CascadeChatModel:
+        """Load a saved cascade (``Cascade.save``) and wrap ``models`` with it."""
+        return cls(models=dict(models), cascade=Cascade.load(Path(path), embedder=embedder), **kwargs)
+
+    # ------------------------------------------------------------------ LangChain plumbing
+    @property
+    def _llm_type(self) -> str:
+        return "crescade"
+
+    @property
+    def _identifying_params(self) -> Mapping[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "models": {name: _child_name(m) for name, m in sorted(self.models.items())},
+            "cascade": self._fingerprint,
+            "conversation_window": self.conversation_window,
+            "monotone": self.monotone,
+            "max_depth": self.max_depth,
+        }
+
+    def _get_invocation_params(self, stop: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
+        kwargs.pop(_PARENT_KW, None)
+        return super()._get_invocation_params(stop=stop, **kwargs)
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        name = kwargs["model"] if isinstance(kwargs.get("model"), str) else self.model_name
+        params = LangSmithParams(ls_provider="crescade", ls_model_name=name, ls_model_type="chat")
+        if stop:
+            params["ls_stop"] = stop
+        return params
+
+    def get_num_tokens(self, text: str) -> int:
+        """Tokens in ``text`` (tiktoken from a local BPE file, else an estimate; never a download)."""
+        return count_tokens(text).n
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | Any],
+        *,
+        tool_choice: str | dict[str, Any] | bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools (stored as OpenAI-format dicts); each tier binds them to its child at call time."""
+        formatted = [convert_to_openai_tool(t) for t in tools]
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice
+        return self.bind(tools=formatted, **kwargs)
+
+    def stream(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
+        stop: list[str] | None = None, **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        """``BaseChatModel.stream``, with the run id fixed up front so tiers nest under the run."""
+        if not self._should_stream(async_api=False, **{**kwargs, "stream": True}):
+            yield from super().stream(input, config, stop=stop, **kwargs)
+            return
+        config, parent = _pre_run(config, is_async=False)
+        yield from super().stream(input, config, stop=stop, **{**kwargs, _PARENT_KW: parent})
+
+    async def astream(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
+        stop: list[str] | None = None, **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        """``BaseChatModel.astream``, with the run id fixed up front so tiers nest under the run."""
+        if not self._should_stream(async_api=True, **{**kwargs, "stream": True}):
+            async for chunk in super().astream(input, config, stop=stop, **kwargs):
+                yield chunk
+            return
+        config, parent = _pre_run(config, is_async=True)
+        async for chunk in super().astream(input, config, stop=stop, **{**kwargs, _PARENT_KW: parent}):
+            yield chunk
+
+    def _generate_with_cache(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                             run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        token = _IMPLICIT_RUN.set((self, run_manager))
+        try:
+            return super()._generate_with_cache(messages, stop=stop, run_manager=run_manager, **kwargs)
+        finally:
+            _IMPLICIT_RUN.reset(token)
+
+    async def _agenerate_with_cache(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                                    run_manager: AsyncCallbackManagerForLLMRun | None = None,
+                                    **kwargs: Any) -> ChatResult:
+        token = _IMPLICIT_RUN.set((self, run_manager))
+        try:
+            return await super()._agenerate_with_cache(messages, stop=stop, run_manager=run_manager, **kwargs)
+        finally:
+            _IMPLICIT_RUN.reset(token)
+
+    # ------------------------------------------------------------------ one call
+    def _prepare(self, messages: list[BaseMessage], stop: list[str] | None, run_manager: Any,
+                 kwargs: dict[str, Any]) -> _Call:
+        hint = kwargs.pop(_PARENT_KW, None)
+        if run_manager is None:
+            implicit = _IMPLICIT_RUN.get()
+            if implicit is not None and implicit[0] is self:
+                run_manager = implicit[1]
+        if run_manager is not None:
+            parent = Parent.of_run(run_manager)
+        else:
+            parent = hint if isinstance(hint, Parent) else Parent()
+        pool = self.cascade.models_
+        return _Call(
+            messages=list(messages), stop=stop, kwargs=kwargs, tools=list(kwargs.get("tools") or []),
+            tool_choice=kwargs.get("tool_choice"), query=render_query(messages, self.conversation_window),
+            floor=conversation_floor(messages, pool) if self.monotone else None, parent=parent)
+
+    def _session(self, call: _Call) -> DispatchSession:
+        return DispatchSession.start(self.cascade, call.query, self._cards, None, call.floor, self.max_depth, None)
+
+    def _child(self, name: str, kwargs: Mapping[str, Any]) -> Runnable[LanguageModelInput, BaseMessage]:
+        """The tier's chat model with this call's tools and other kwargs bound."""
+        model = self.models[name]
+        kw = dict(kwargs)
+        tools = kw.pop("tools", None)
+        tool_choice = kw.pop("tool_choice", None)
+        if tools:
+            return model.bind_tools(tools, **({"tool_choice": tool_choice} if tool_choice is not None else {}), **kw)
+        return model.bind(**kw) if kw else model
+
+    def _answer(self, name: str, msg: BaseMessage, call: _Call,
+                stream_times: tuple[float, float | None, float | None] | None = None) -> Answer:
+        if not isinstance(msg, AIMessage):
+            raise TypeError(f"chat model {name!r} returned {type(msg).__name__}, expected an AIMessage")
+        return answer_from_message(name, msg, call.messages, call.tools, call.tool_choice, stream_times=stream_times)
+
+    def _invoke_tier(self, tier: int, name: str, call: _Call) -> BaseMessage:
+        child = self._child(name, call.kwargs)
+        cfg = call.parent.child_config(tier, name, is_async=False)
+        stop = {"stop": call.stop} if call.stop else {}
+        with set_config_context(cfg) as ctx:
+            return ctx.run(child.invoke, call.messages, cfg, **stop)
+
+    async def _ainvoke_tier(self, tier: int, name: str, call: _Call) -> BaseMessage:
+        child = self._child(name, call.kwargs)
+        cfg = call.parent.child_config(tier, name, is_async=True)
+        stop = {"stop": call.stop} if call.stop else {}
+        with set_config_context(cfg) as ctx:
+            return await coro_with_context(child.ainvoke(call.messages, cfg, **stop), ctx)
+
+    def _stream_tier(self, tier: int, name: str, call: _Call) -> Iterator[AIMessageChunk]:
+        child = self._child(name, call.kwargs)
+        cfg = call.parent.child_config(tier, name, is_async=False)
+        stop = {"stop": call.stop} if call.stop else {}
+        with set_config_context(cfg) as ctx:
+            it = ctx.run(child.stream, call.messages, cfg, **stop)
+            try:
+                while True:
+                    try:
+                        item = ctx.run(next, it)
+                    except StopIteration:
+                        return
+                    yield as_chunk(item)
+            finally:
+                close = getattr(it, "close", None)
+                if close is not None:
+                    ctx.run(close)
+
+    async def _astream_tier(self, tier: int, name: str, call: _Call) -> AsyncIterator[AIMessageChunk]:
+        child = self._child(name, call.kwargs)
+        cfg = call.parent.child_config(tier, name, is_async=True)
+        stop = {"stop": call.stop} if call.stop else {}
+        with set_config_context(cfg) as ctx:
+            ait = ctx.run(child.astream, call.messages, cfg, **stop)
+            try:
+                while True:
+                    more, item = await coro_with_context(_anext(ait), ctx)
+                    if not more:
+                        return
+                    yield as_chunk(item)
+            finally:
+                aclose = getattr(ait, "aclose", None)
+                if aclose is not None:
+                    await coro_with_context(aclose(), ctx)
+
+    # ------------------------------------------------------------------ non-streaming
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        t_start = time.perf_counter()
+        call = self._prepare(messages, stop, run_manager, kwargs)
+        session = self._session(call)
+        for tier, name, _ in session.steps():
+            t0 = time.perf_counter()
+            try:
+                answer = self._answer(name, self._invoke_tier(tier, name, call), call)
+            except Exception as exc:
+                session.failed(tier, name, exc, time.perf_counter() - t0)
+                continue
+            if session.answered(tier, name, answer, time.perf_counter() - t0):
+                break
+        result = session.result()
+        return _chat_result(result, call, ttft_s=time.perf_counter() - t_start, streamed=False)
+
+    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                         run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        t_start = time.perf_counter()
+        call = self._prepare(messages, stop, run_manager, kwargs)
+        session = self._session(call)
+        for tier, name, _ in session.steps():
+            t0 = time.perf_counter()
+            try:
+                answer = self._answer(name, await self._ainvoke_tier(tier, name, call), call)
+            except Exception as exc:
+                session.failed(tier, name, exc, time.perf_counter() - t0)
+                continue
+            if session.answered(tier, name, answer, time.perf_counter() - t0):
+                break
+        result = session.result()
+        return _chat_result(result, call, ttft_s=time.perf_counter() - t_start, streamed=False)
+
+    # ------------------------------------------------------------------ streaming
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        """Earlier tiers are called buffered and judged; an accepted buffered answer is emitted whole, the
+        last tier streams live. The last chunk carries the usage total, model name and account."""
+        t_start = time.perf_counter()
+        call = self._prepare(messages, stop, run_manager, kwargs)
+        session = self._session(call)
+        first_out: float | None = None
+        for tier, name, is_last in session.steps():
+            t0 = time.perf_counter()
+            if not is_last:
+                try:
+                    msg = self._invoke_tier(tier, name, call)
+                    answer = self._answer(name, msg, call)
+                except Exception as exc:
+                    session.failed(tier, name, exc, time.perf_counter() - t0)
+                    continue
+                if session.answered(tier, name, answer, time.perf_counter() - t0):
+                    first_out = time.perf_counter()
+                    yield ChatGenerationChunk(message=_forwarded(as_chunk(cast(AIMessage, msg))))
+                    break
+                continue
+            live = _LiveStream(t0)
+            try:
+                for chunk in self._stream_tier(tier, name, call):
+                    out = live.add(chunk)
+                    if out is not None:
+                        first_out = first_out or live.t_first or time.perf_counter()
+                        yield ChatGenerationChunk(message=out)
+                answer = self._answer(name, live.message(), call, live.times())
+            except Exception as exc:
+                session.failed(tier, name, exc, time.perf_counter() - t0)
+                break
+            session.answered(tier, name, answer, time.perf_counter() - t0)
+        result = session.result()
+        ttft = first_out - t_start if first_out is not None else None
+        yield ChatGenerationChunk(message=_final_chunk(result, call, ttft_s=ttft))
+
+    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                       run_manager: AsyncCallbackManagerForLLMRun | None = None,
+                       **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        """Async :meth:`_stream`."""
+        t_start = time.perf_counter()
+        call = self._prepare(messages, stop, run_manager, kwargs)
+        session = self._session(call)
+        first_out: float | None = None
+        for tier, name, is_last in session.steps():
+            t0 = time.perf_counter()
+            if not is_last:
+                try:
+                    msg = await self._ainvoke_tier(tier, name, call)
+                    answer = self._answer(name, msg, call)
+                except Exception as exc:
+                    session.failed(tier, name, exc, time.perf_counter() - t0)
+                    continue
+                if session.answered(tier, name, answer, time.perf_counter() - t0):
+                    first_out = time.perf_counter()
+                    yield ChatGenerationChunk(message=_forwarded(as_chunk(cast(AIMessage, msg))))
+                    break
+                continue
+            live = _LiveStream(t0)
+            try:
+                async for chunk in self._astream_tier(tier, name, call):
+                    out = live.add(chunk)
+                    if out is not None:
+                        first_out = first_out or live.t_first or time.perf_counter()
+                        yield ChatGenerationChunk(message=out)
+                answer = self._answer(name, live.message(), call, live.times())
+            except Exception as exc:
+                session.failed(tier, name, exc, time.perf_counter() - t0)
+                break
+            session.answered(tier, name, answer, time.perf_counter() - t0)
+        result = session.result()
+        ttft = first_out - t_start if first_out is not None else None
+        yield ChatGenerationChunk(message=_final_chunk(result, call, ttft_s=ttft))
+
+
+# ---------------------------------------------------------------------- helpers
+def _pre_run(config: RunnableConfig | None, *, is_async: bool) -> tuple[RunnableConfig, Parent]:
+    """Fix a ``stream``/``astream`` call's run id and callback manager before the base class starts the run.
+
+    ``_stream`` gets no run manager on these paths, so the children's parent is prepared here: the same
+    handler objects (a tracer created from the environment included) then see the cascade's run and its
+    tiers' runs.
+    """
+    config = ensure_config(config)
+    run_id = config.get("run_id") or uuid4()
+    manager_cls = AsyncCallbackManager if is_async else CallbackManager
+    manager = manager_cls.configure(config.get("callbacks"), None, False, config.get("tags"), None,
+                                    config.get("metadata"), None)
+    parent = Parent(run_id, list(manager.inheritable_handlers), list(manager.inheritable_tags),
+                    dict(manager.inheritable_metadata))
+    return {**config, "run_id": run_id, "callbacks": manager}, parent
+
+
+async def _anext(ait: AsyncIterator[Any]) -> tuple[bool, Any]:
+    try:
+        return True, await ait.__anext__()
+    except StopAsyncIteration:
+        return False, None
+
+
+def _child_name(model: BaseChatModel) -> str:
+    for attr in ("model_name", "model", "model_id", "deployment_name"):
+        value = getattr(model, attr, None)
+        if isinstance(value, str) and value:
+            return f"{model._llm_type}:{value}"
+    return model._llm_type
+
+
+def _has_output(chunk: AIMessageChunk) -> bool:
+    content = chunk.content
+    return bool(content if isinstance(content, str) else any(content)) or bool(chunk.tool_call_chunks)
+
+
+def _forwarded(chunk: AIMessageChunk) -> AIMessageChunk:
+    """A child's chunk as the cascade emits it: no usage, model name, id or stream position of its own."""
+    meta = {k: v for k, v in chunk.response_metadata.items() if k not in _STRIPPED_CHUNK_METADATA}
+    return AIMessageChunk(content=chunk.content, additional_kwargs=dict(chunk.additional_kwargs),
+                          response_metadata=meta, tool_call_chunks=list(chunk.tool_call_chunks), name=chunk.name)
+
+
+class _LiveStream:
+    """Accumulates the last tier's streamed chunks and times its first and last output."""
+
+    def __init__(self, t0: float) -> None:
+        self.t0 = t0
+        self.t_first: float | None = None
+        self.t_last: float | None = None
+        self.chunks: list[AIMessageChunk] = []
+
+    def add(self, chunk: AIMessageChunk) -> AIMessageChunk | None:
+        """Record ``chunk``; return what to forward (``None`` for a chunk that carries nothing of ours)."""
+        self.chunks.append(chunk)
+        if _has_output(chunk):
+            now = time.perf_counter()
+            self.t_first = self.t_first or now
+            self.t_last = now
+        out = _forwarded(chunk)
+        if _has_output(out) or out.response_metadata or out.additional_kwargs:
+            return out
+        return None
+
+    def message(self) -> AIMessageChunk:
+        if not self.chunks:
+            raise ValueError("the chat model's stream returned no chunks")
+        return add_ai_message_chunks(self.chunks[0], *self.chunks[1:], AIMessageChunk(content="",
+                                                                                      chunk_position="last"))
+
+    def times(self) -> tuple[float, float | None, float | None]:
+        return self.t0, self.t_first, self.t_last
+
+
+def _usage_total(result: DispatchResult) -> UsageMetadata:
+    """Usage summed over every tier called, rejected ones included (provider details kept)."""
+    total: UsageMetadata | None = None
+    for a in result.attempts:
+        if a.answer is None:
+            continue
+        usage = getattr(a.answer.payload, "usage_metadata", None) if a.usage_source == "provider" else None
+        if not usage:
+            usage = UsageMetadata(input_tokens=a.input_tokens, output_tokens=a.output_tokens,
+                                  total_tokens=a.input_tokens + a.output_tokens)
+        total = add_usage(total, usage)
+    return total or UsageMetadata(input_tokens=0, output_tokens=0, total_tokens=0)
+
+
+def _account(result: DispatchResult, call: _Call, *, ttft_s: float | None, streamed: bool) -> dict[str, Any]:
+    account = result.to_dict()
+    final = result.attempts[-1]
+    account.update(floor=call.floor, streamed=streamed, ttft_s=ttft_s, tpot_s=final.tpot_s)
+    return account
+
+
+def _chat_result(result: DispatchResult, call: _Call, *, ttft_s: float, streamed: bool) -> ChatResult:
+    msg = cast(AIMessage, result.answer.payload)
+    meta = {k: v for k, v in msg.response_metadata.items() if k not in _STRIPPED_CHUNK_METADATA}
+    meta["model_name"] = result.model
+    meta["crescade"] = _account(result, call, ttft_s=ttft_s, streamed=streamed)
+    out = AIMessage(content=msg.content, additional_kwargs=dict(msg.additional_kwargs), response_metadata=meta,
+                    tool_calls=list(msg.tool_calls), invalid_tool_calls=list(msg.invalid_tool_calls),
+                    usage_metadata=_usage_total(result), name=msg.name)
+    return ChatResult(generations=[ChatGeneration(message=out)])
+
+
+def _final_chunk(result: DispatchResult, call: _Call, *, ttft_s: float | None) -> AIMessageChunk:
+    content = result.answer.payload.content if result.answer.payload is not None else ""
+    return AIMessageChunk(
+        content="" if isinstance(content, str) else [],
+        response_metadata={"model_name": result.model,
+                           "crescade": _account(result, call, ttft_s=ttft_s, streamed=True)},
+        usage_metadata=_usage_total(result), chunk_position="last")
