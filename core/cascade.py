@@ -76,6 +76,10 @@ class Cascade:
     start_model: force the routed model (e.g. the cheapest, for a FrugalGPT-style cascade).
     n_folds: cross-fitting folds: the knob is tuned on out-of-fold quality-estimator scores.
     embedder: ``None`` (offline TF-IDF + SVD fitted on the calibration prompts) or any embedder/callable.
+    tool_calls: how an answer made of schema-valid tool calls (``Answer.tool_calls_valid is True``, which
+        includes structured output) is judged: ``"accept"`` it (the estimator is trained on prose and
+        cannot read a tool call; invalid calls always escalate, in the dispatch loop) or ``"judge"`` it
+        like text.
     """
 
     def __init__(
@@ -83,8 +87,8 @@ class Cascade:
         n_clusters: int | Literal["auto"] = "auto", cluster_grid: Sequence[int] = (4, 8, 16, 32),
         shrinkage: float = 10.0, max_depth: int = 3,
         threshold_mode: Literal["global", "per_cluster"] = "global", start_model: str | None = None,
-        n_folds: int = 5, embedder: Any = None, qe_C: float = 1.0, random_state: int = 0,
-        progress: bool = True,
+        n_folds: int = 5, embedder: Any = None, qe_C: float = 1.0,
+        tool_calls: Literal["accept", "judge"] = "accept", random_state: int = 0, progress: bool = True,
     ) -> None:
         self.quality_target = quality_target
         self.cost_target = cost_target
@@ -97,6 +101,7 @@ class Cascade:
         self.n_folds = n_folds
         self.embedder = embedder
         self.qe_C = qe_C
+        self.tool_calls = tool_calls
         self.random_state = random_state
         self.progress = progress
 
@@ -104,7 +109,7 @@ class Cascade:
     def get_params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in (
             "quality_target", "cost_target", "n_clusters", "cluster_grid", "shrinkage", "max_depth",
-            "threshold_mode", "start_model", "n_folds", "qe_C", "random_state")}
+            "threshold_mode", "start_model", "n_folds", "qe_C", "tool_calls", "random_state")}
 
     def _validate(self) -> None:
         qt, ct = self.quality_target, self.cost_target
@@ -119,6 +124,8 @@ class Cascade:
             raise ConfigError(f"cluster_grid must hold positive ints, got {self.cluster_grid!r}")
         if self.max_depth not in (1, 2, 3):
             raise ConfigError(f"max_depth must be 1, 2 or 3, got {self.max_depth!r}")
+        if self.tool_calls not in ("accept", "judge"):
+            raise ConfigError(f"tool_calls must be 'accept' or 'judge', got {self.tool_calls!r}")
         if self.threshold_mode not in ("global", "per_cluster"):
             raise ConfigError(f"threshold_mode must be 'global' or 'per_cluster', got {self.threshold_mode!r}")
         if not (isinstance(self.n_folds, int) and self.n_folds >= 2):
@@ -562,6 +569,8 @@ class Cascade:
         threshold = plan.thresholds[tier]
         if tier == len(plan.ladder) - 1:
             return Verdict(p=float("nan"), threshold=0.0, escalate=False, reason="last tier")
+        if answer.tool_calls_valid is True and self.tool_calls == "accept":
+            return Verdict(p=1.0, threshold=threshold, escalate=False, reason="schema-valid tool call accepted")
         p = self._score(query, answer, plan.cluster, history)
         esc = p < threshold
         return Verdict(p=p, threshold=threshold, escalate=esc,

@@ -83,3 +83,14 @@ def test_auto_clusters_skip_what_small_data_cannot_support(train: Outcomes) -> N
     small = train.subset(np.arange(40))
     c = make_cascade(n_clusters="auto", cluster_grid=(2, 32)).fit(small)
     assert c.n_clusters_ == 2  # 32 clusters of ~1 prompt could not be calibrated; 2 could
+
+
+def test_valid_tool_calls_are_accepted_unless_told_to_judge(train: Outcomes, test_set: Outcomes) -> None:
+    query = test_set.prompts[0]
+    for policy, accepted in (("accept", True), ("judge", False)):
+        c = make_cascade(tool_calls=policy, quality_target=0.99).fit(train)
+        plan = c.plan(query)
+        assert len(plan.ladder) > 1
+        v = c.judge(query, Answer(text="", model=plan.ladder[0], tool_calls_valid=True), plan=plan, tier=0)
+        assert ("tool call" in v.reason) == accepted
+        assert v.escalate is (False if accepted else v.p < v.threshold)
