@@ -8,6 +8,7 @@ the artifact store and the replay evaluation. Adapters live in ``crescade_langch
 __version__ = "0.1.0"
 
 from .cascade import Cascade, ReplayResult
+from .collect import CollectReport, Example, acollect, collect, load_examples, save_examples
 from .decisions import Answer, Plan, Verdict
 from .errors import (
     AllTiersFailedError,
@@ -19,6 +20,7 @@ from .errors import (
     PricingError,
     RecordsError,
 )
+from .graders import get_grader
 from .pricing import ModelCard, load_prices
 from .records import Outcomes, Record, read_records, write_records
 

@@ -128,6 +128,20 @@ class CascadeChatModel(BaseChatModel):
         """Load a saved cascade (``Cascade.save``) and wrap ``models`` with it."""
         return cls(models=dict(models), cascade=Cascade.load(Path(path), embedder=embedder), **kwargs)
 
+    @classmethod
+    def calibrate(cls, models: Mapping[str, BaseChatModel], examples: Sequence[Any], out: str | PathLike[str],
+                  **kwargs: Any) -> CascadeChatModel:
+        """Call every model on labelled examples (resumable records in ``out``), fit, and wrap.
+
+        Keyword arguments: ``prices`` (required), ``quality_target``/``cost_target``, ``concurrency``,
+        ``system_prompt``, ``split``, ``progress`` and any :class:`~crescade.Cascade` parameter;
+        see :func:`crescade_langchain.calibration.calibrate`.
+        """
+        from .calibration import calibrate
+
+        model: CascadeChatModel = calibrate(models, examples, out, **kwargs)
+        return model
+
     # ------------------------------------------------------------------ LangChain plumbing
     @property
     def _llm_type(self) -> str:
