@@ -19,9 +19,8 @@ from langchain_core.messages import (
 from langchain_core.messages.tool import tool_call_chunk
 
 from crescade.decisions import Answer, UsageSource
+from crescade.jsonschema_lite import schema_errors
 from crescade.tokens import resolve_usage
-
-from ._schema import schema_errors
 
 __all__ = [
     "answer_from_message",

@@ -7,6 +7,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage, ToolMessage
 
+from crescade.jsonschema_lite import schema_errors
 from crescade_langchain._messages import (
     answer_from_message,
     as_chunk,
@@ -15,7 +16,6 @@ from crescade_langchain._messages import (
     render_query,
     tool_call_problems,
 )
-from crescade_langchain._schema import schema_errors
 
 POOL = ("cheap", "mid", "strong")
 ADD: dict[str, Any] = {"type": "function", "function": {"name": "add", "description": "add", "parameters": {

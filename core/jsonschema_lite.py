@@ -1,4 +1,4 @@
-"""A small JSON-schema checker for tool-call arguments (no third-party dependency).
+"""A small JSON-schema checker for tool-call arguments (no third-party dependency), shared by the adapters.
 
 It covers what tool schemas generated from Pydantic models, TypedDicts and functions use: ``type``
 (one or a list), ``enum``, ``const``, ``required``, ``properties``, ``additionalProperties: false``,
