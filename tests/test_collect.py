@@ -377,7 +377,8 @@ def test_concurrency_bound_is_respected(tmp_path: Path) -> None:
 def test_progress_bar_reports_to_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CRESCADE_PROGRESS", raising=False)
-    monkeypatch.setattr("crescade.collect.Progress", functools.partial(Progress, delay=0.0))
+    # the module, not the `crescade.collect` function the package re-exports under the same name
+    monkeypatch.setattr(sys.modules["crescade.collect"], "Progress", functools.partial(Progress, delay=0.0))
     run(make_examples(2), FakeModels(delay=0.001), tmp_path / "r.jsonl", progress=True)
     assert "collect: 4/4 (100%)" in capsys.readouterr().err
     run(make_examples(3), FakeModels(delay=0.001), tmp_path / "r.jsonl", progress=False)
