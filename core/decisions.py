@@ -44,6 +44,7 @@ class Answer:
     logprob_mean: float | None = None
     tool_calls_valid: bool | None = None
     structured_valid: bool | None = None
+    problems: tuple[str, ...] = ()  # why the tool calls / structured output are invalid, for the account
     latency_s: float | None = None
     ttft_s: float | None = None
     tpot_s: float | None = None

@@ -303,6 +303,16 @@ class DispatchSession:
                                "an unknown price is never a silent zero")
         return cls(judge, query, plan, prices, counter or default_counter)
 
+    @property
+    def plan(self) -> Plan:
+        """The effective plan (after ``max_depth`` truncation)."""
+        return self._plan
+
+    @property
+    def attempts(self) -> tuple[TierAttempt, ...]:
+        """The tiers recorded so far, in order (a snapshot; for adapters that report each step)."""
+        return tuple(self._attempts)
+
     def steps(self) -> list[tuple[int, str, bool]]:
         """``(tier, model, is_last)`` for every tier of the effective ladder."""
         last = len(self._plan.ladder) - 1
@@ -340,9 +350,9 @@ class DispatchSession:
         if is_last:
             accepted, why = True, "last tier"
         elif answer.tool_calls_valid is False:
-            accepted, why = False, "invalid tool call"
+            accepted, why = False, _with_problems("invalid tool call", answer.problems)
         elif answer.structured_valid is False:
-            accepted, why = False, "invalid structured output"
+            accepted, why = False, _with_problems("invalid structured output", answer.problems)
         elif not answer.text.strip() and answer.tool_calls_valid is not True:
             accepted, why = False, "empty answer"
         else:
@@ -407,6 +417,10 @@ class DispatchSession:
         answer = replace(answer, input_tokens=in_tok, output_tokens=out_tok,
                          usage_source=cast(UsageSource, source))
         return answer, int(in_tok), int(out_tok), source
+
+
+def _with_problems(why: str, problems: tuple[str, ...]) -> str:
+    return f"{why}: {'; '.join(problems)[:300]}" if problems else why
 
 
 def _truncate(plan: Plan, max_depth: int | None) -> Plan:

@@ -227,7 +227,8 @@ def answer_from_message(
     return Answer(
         text=text, model=model, input_tokens=n_in, output_tokens=n_out, usage_source=source,
         finish_reason=_finish_reason(msg.response_metadata), logprob_mean=_logprob_mean(msg.response_metadata),
-        tool_calls_valid=None if problems is None else not problems, ttft_s=ttft, tpot_s=tpot, payload=msg,
+        tool_calls_valid=None if problems is None else not problems, problems=tuple(problems or ()),
+        ttft_s=ttft, tpot_s=tpot, payload=msg,
     )
 
 

@@ -561,3 +561,11 @@ def test_50_concurrent_sync_dispatch_in_threads():
     for i, res in enumerate(results):
         _check(res, i)
     assert not math.isnan(sum(r.total_cost_usd for r in results))
+
+
+def test_invalid_tool_call_reason_names_the_problems() -> None:
+    from crescade.dispatch import _with_problems
+
+    assert _with_problems("invalid tool call", ()) == "invalid tool call"
+    assert _with_problems("invalid tool call", ("tool 'add': $.a: expected integer, got str", "x")) == (
+        "invalid tool call: tool 'add': $.a: expected integer, got str; x")

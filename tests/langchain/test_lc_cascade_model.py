@@ -158,7 +158,7 @@ def test_invalid_tool_arguments_escalate(make_model: Make, mode: str) -> None:
     out = model.invoke("Use the add tool to add 2 and 3")
     acc = account(out)
     assert acc["routed_model"] == "cheap"
-    assert acc["tiers"][0]["reason"] == "invalid tool call"
+    assert acc["tiers"][0]["reason"].startswith("invalid tool call: ")  # with the specific problem
     assert acc["model"] != "cheap"
     assert out.tool_calls and out.tool_calls[0]["name"] == "add"
     assert out.tool_calls[0]["args"] == {"a": 2, "b": 2}  # the scripted fake fills ints from the first digit
@@ -170,7 +170,7 @@ def test_structured_output_that_fails_to_parse_escalates(make_model: Make) -> No
     out = cast(dict[str, Any], structured.invoke("Add 5 and nothing: what is the sum?"))
     assert isinstance(out["parsed"], Sum)
     acc = account(out["raw"])
-    assert acc["tiers"][0]["model"] == "cheap" and acc["tiers"][0]["reason"] == "invalid tool call"
+    assert acc["tiers"][0]["model"] == "cheap" and acc["tiers"][0]["reason"].startswith("invalid tool call: ")
 
 
 def test_tools_are_bound_on_every_tier(make_model: Make) -> None:
@@ -178,7 +178,9 @@ def test_tools_are_bound_on_every_tier(make_model: Make) -> None:
     out = model.bind_tools([add], tool_choice="add").invoke("add 4 and 4")
     assert out.response_metadata["model_name"] == "strong"
     assert out.tool_calls[0]["args"] == {"a": 4, "b": 4}
-    assert [t["reason"] for t in account(out)["tiers"]] == ["raised ProviderError", "invalid tool call", "last tier"]
+    reasons = [t["reason"] for t in account(out)["tiers"]]
+    assert reasons[0] == "raised ProviderError" and reasons[2] == "last tier"
+    assert reasons[1].startswith("invalid tool call: ")
 
 
 def test_all_tiers_failing_raises_one_error_listing_every_tier(make_model: Make, queries: dict[str, str]) -> None:
@@ -267,7 +269,7 @@ def test_stream_with_tools_aggregates_tool_calls(make_model: Make) -> None:
     full = merged(collect(model, "add 1 and 2"))
     assert full.tool_calls and full.tool_calls[0]["args"] == {"a": 1, "b": 1}
     assert not full.invalid_tool_calls
-    assert account(full)["tiers"][0]["reason"] == "invalid tool call"
+    assert account(full)["tiers"][0]["reason"].startswith("invalid tool call")
 
 
 def test_last_tier_failing_mid_stream_raises(make_model: Make, queries: dict[str, str]) -> None:
