@@ -40,7 +40,7 @@ def test_agent_example_offline(tmp_path: Path) -> None:
     plus = by_q["What is 17 plus 25?"]
     assert 'turn 1: tool call add({"a": 17, "b": 25})' in plus
     assert "routed to small, answered by large (escalated)" in plus
-    assert "tier 0 small" in plus and "rejected (invalid tool call)" in plus
+    assert "tier 0 small" in plus and "rejected (invalid tool call" in plus
     assert "tool add -> 42" in plus and "A: The answer is 42." in plus
     assert "conversation floor: large" in plus  # turn 2 does not drop back to small
     times = by_q["What is 6 times 7?"]
@@ -95,7 +95,7 @@ def test_examples_against_an_openai_compatible_server(openai_server: FakeOpenAI,
     server = ["--base-url", openai_server.base_url, "--cheap", CHEAP_M, "--strong", STRONG_M]
     out = run("langchain_agent.py", *server, "--question", "What is 17 plus 25?", cwd=tmp_path)
     assert f"routed to {CHEAP_M}, answered by {STRONG_M} (escalated)" in out
-    assert "rejected (invalid tool call)" in out and "tool add -> 42" in out and "A: The answer is 42." in out
+    assert "rejected (invalid tool call" in out and "tool add -> 42" in out and "A: The answer is 42." in out
     first = openai_server.requests[0]
     assert first["model"] == CHEAP_M and [t["function"]["name"] for t in first["tools"]] == ["add", "multiply"]
     assert {r["model"] for r in openai_server.requests} == {CHEAP_M, STRONG_M}
