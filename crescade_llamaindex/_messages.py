@@ -1,0 +1,353 @@
+"""Translation between LlamaIndex messages/responses and what the core needs: query text, floor, answer signals.
+
+The rules mirror ``crescade_langchain._messages`` so both adapters route and judge the same inputs the
+same way: the routing query is the system messages plus the last ``window`` other messages as
+``role: text`` lines (a lone user message is routed on its bare text); an assistant message's tool calls
+are summarised as ``[tool calls: name({...})]``; the conversation floor is read from earlier assistant
+messages' ``additional_kwargs["crescade"]``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse, MessageRole, ToolCallBlock
+
+from crescade.decisions import Answer, UsageSource
+from crescade.jsonschema_lite import schema_errors
+from crescade.tokens import resolve_usage
+
+__all__ = [
+    "OUR_KEYS",
+    "answer_from_response",
+    "clean_history",
+    "conversation_floor",
+    "forced_tool",
+    "message_text",
+    "provider_usage",
+    "render_query",
+    "tool_call_problems",
+]
+
+OUR_KEYS = ("crescade", "crescade_tier", "crescade_model")
+"""Keys the cascade adds to ``additional_kwargs`` (never sent on to a child model)."""
+_USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens", "usage")
+_IN_KEYS = ("prompt_tokens", "input_tokens", "prompt_token_count", "prompt_eval_count")
+_OUT_KEYS = ("completion_tokens", "output_tokens", "candidates_token_count", "eval_count")
+_ANY_CHOICES = frozenset({"any", "required"})
+_NOT_FORCED = frozenset({"auto", "none"})
+_ANSWER_HAS_PROBLEMS = "problems" in getattr(Answer, "__dataclass_fields__", {})
+_SYSTEM_ROLES = frozenset({MessageRole.SYSTEM.value, "developer"})
+
+
+def _role_value(msg: ChatMessage) -> str:
+    role = msg.role
+    return str(role.value if isinstance(role, MessageRole) else role)
+
+
+def _get(obj: Any, key: str) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+# ---------------------------------------------------------------------- tool calls in messages
+def _message_calls(msg: ChatMessage) -> list[tuple[str, Any]]:
+    """``(name, args)`` of the tool calls in a message (blocks first, else ``additional_kwargs["tool_calls"]``);
+    ``args`` is a dict, or the raw string when it does not parse."""
+    calls: list[tuple[str, Any]] = []
+    for block in msg.blocks:
+        if isinstance(block, ToolCallBlock):
+            calls.append((block.tool_name, _parsed(block.tool_kwargs)))
+    if calls:
+        return calls
+    for tc in msg.additional_kwargs.get("tool_calls") or ():
+        name = _get(tc, "tool_name")
+        if name is not None:
+            calls.append((str(name), _parsed(_get(tc, "tool_kwargs"))))
+            continue
+        fn = _get(tc, "function")
+        if fn is not None and _get(fn, "name") is not None:
+            calls.append((str(_get(fn, "name")), _parsed(_get(fn, "arguments"))))
+    return calls
+
+
+def _parsed(args: Any) -> Any:
+    if isinstance(args, str):
+        try:
+            return json.loads(args) if args.strip() else {}
+        except ValueError:
+            return args
+    return args if args is not None else {}
+
+
+def _calls_text(calls: Iterable[tuple[str, Any]]) -> str:
+    out = []
+    for name, args in calls:
+        rendered = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False, sort_keys=True,
+                                                                  default=str)
+        out.append(f"{name}({rendered})")
+    return "; ".join(out)
+
+
+def _with_calls(text: str, calls: Sequence[tuple[str, Any]]) -> str:
+    if not calls:
+        return text
+    summary = f"[tool calls: {_calls_text(calls)}]"
+    return f"{text}\n{summary}" if text.strip() else summary
+
+
+def message_text(msg: ChatMessage) -> str:
+    """A message rendered as text: its text, plus a summary of tool calls for assistant messages."""
+    text = msg.content or ""
+    if _role_value(msg) == MessageRole.ASSISTANT.value:
+        text = _with_calls(text, _message_calls(msg))
+    return text
+
+
+def _role(msg: ChatMessage) -> str:
+    role = _role_value(msg)
+    if role in _SYSTEM_ROLES:
+        return "system"
+    if role in (MessageRole.TOOL.value, MessageRole.FUNCTION.value):
+        name = msg.additional_kwargs.get("name") or msg.additional_kwargs.get("tool_name")
+        return f"tool result ({name})" if name else "tool result"
+    return role
+
+
+def render_query(messages: Sequence[ChatMessage], window: int) -> str:
+    """The routing query (same rule as the LangChain adapter)."""
+    systems = [m for m in messages if _role_value(m) in _SYSTEM_ROLES]
+    rest = [m for m in messages if _role_value(m) not in _SYSTEM_ROLES]
+    tail = rest[-window:] if window > 0 else []
+    if not systems and len(tail) == 1 and _role_value(tail[0]) == MessageRole.USER.value:
+        return tail[0].content or ""
+    return "\n".join(f"{_role(m)}: {message_text(m)}" for m in [*systems, *tail])
+
+
+def buffer_string(messages: Sequence[ChatMessage]) -> str:
+    """The prompt as text, for token estimates (same shape as LangChain's ``get_buffer_string``)."""
+    names = {"system": "System", "developer": "System", "user": "Human", "assistant": "AI", "tool": "Tool",
+             "function": "Function"}
+    return "\n".join(f"{names.get(_role_value(m), _role_value(m))}: {message_text(m)}" for m in messages)
+
+
+def conversation_floor(messages: Sequence[ChatMessage], pool: Sequence[str]) -> str | None:
+    """The model the conversation may not drop below, read statelessly from earlier cascade answers."""
+    for msg in reversed(messages):
+        if _role_value(msg) != MessageRole.ASSISTANT.value:
+            continue
+        account = msg.additional_kwargs.get("crescade")
+        if not isinstance(account, Mapping):
+            continue
+        if account.get("escalated") and account.get("model") in pool:
+            return str(account["model"])
+        if account.get("floor") in pool:
+            return str(account["floor"])
+    return None
+
+
+def clean_history(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+    """Messages as a child model gets them: the cascade's own keys (and the usage totals it added) removed
+    from earlier cascade answers, so providers that forward ``additional_kwargs`` never see them."""
+    out = []
+    for msg in messages:
+        kw = msg.additional_kwargs
+        if any(k in kw for k in OUR_KEYS):
+            drop = set(OUR_KEYS) | set(_USAGE_KEYS)
+            msg = msg.model_copy(update={"additional_kwargs": {k: v for k, v in kw.items() if k not in drop}})
+        out.append(msg)
+    return out
+
+
+# ---------------------------------------------------------------------- tools
+def _tool_name(tool: Any) -> str | None:
+    name = getattr(getattr(tool, "metadata", None), "name", None)
+    return name if isinstance(name, str) else None
+
+
+def _tool_schema(tool: Any) -> Mapping[str, Any] | None:
+    meta = getattr(tool, "metadata", None)
+    try:
+        schema = meta.get_parameters_dict() if meta is not None else None
+    except Exception:
+        return None
+    return schema if isinstance(schema, Mapping) else None
+
+
+def forced_tool(tool_choice: Any, tool_required: bool, tools: Sequence[Any]) -> str | bool:
+    """``False`` if the model may answer in text, ``True`` if some tool call is forced, or the forced tool's name."""
+    if tool_choice is None or tool_choice is False:
+        return bool(tool_required)
+    if tool_choice is True:
+        return True
+    if isinstance(tool_choice, str):
+        if tool_choice in _NOT_FORCED:
+            return bool(tool_required) and tool_choice != "none"
+        if tool_choice in _ANY_CHOICES:
+            return True
+        return tool_choice if any(_tool_name(t) == tool_choice for t in tools) else True
+    if isinstance(tool_choice, Mapping):
+        fn = tool_choice.get("function")
+        name = fn.get("name") if isinstance(fn, Mapping) else tool_choice.get("name")
+        if isinstance(name, str):
+            return name
+        return tool_choice.get("type") not in _NOT_FORCED
+    return bool(tool_required)
+
+
+def tool_call_problems(calls: Sequence[tuple[str, Any]], tools: Sequence[Any], forced: str | bool) -> list[str] | None:
+    """Problems with ``calls`` against ``tools``: ``None`` when there is nothing to check, ``[]`` when every
+    call is valid, else one string per problem (unparseable or schema-violating arguments, unknown tool,
+    a forced call not made)."""
+    if not calls:
+        return ["a tool call was required but none was made"] if forced else None
+    by_name = {n: t for t in tools if (n := _tool_name(t)) is not None}
+    problems: list[str] = []
+    for name, args in calls:
+        if isinstance(forced, str) and name != forced:
+            problems.append(f"tool {forced!r} was required, {name!r} was called")
+        if not isinstance(args, Mapping):
+            problems.append(f"unparseable arguments for tool {name!r}")
+            continue
+        if not tools:
+            continue
+        tool = by_name.get(name)
+        if tool is None:
+            problems.append(f"unknown tool {name!r}")
+            continue
+        schema = _tool_schema(tool)
+        if schema is not None:
+            problems += [f"tool {name!r}: {e}" for e in schema_errors(dict(args), schema)]
+    return problems
+
+
+def response_calls(resp: ChatResponse, child: Any) -> list[tuple[str, Any]]:
+    """Tool calls of a tier's response as the tier's own LLM parses them; arguments that are a string
+    which does not parse as JSON stay strings (reported as unparseable)."""
+    raw_calls = _message_calls(resp.message)
+    bad = {name for name, args in raw_calls if not isinstance(args, Mapping)}
+    getter = getattr(child, "get_tool_calls_from_response", None)
+    if getter is None:
+        return raw_calls
+    try:
+        selections = getter(resp, error_on_no_tool_call=False)
+    except Exception as exc:  # the tier's own parser rejected its output
+        return [*raw_calls, (f"<unreadable: {type(exc).__name__}>", "?")] if raw_calls else [("?", "?")]
+    calls: list[tuple[str, Any]] = []
+    for sel in selections or ():
+        name = str(_get(sel, "tool_name"))
+        args = _get(sel, "tool_kwargs")
+        if name in bad:
+            args = next(a for n, a in raw_calls if n == name)
+        calls.append((name, _parsed(args)))
+    return calls
+
+
+# ---------------------------------------------------------------------- usage and other signals
+def _holders(resp: ChatResponse | CompletionResponse) -> list[Any]:
+    raw = resp.raw
+    out: list[Any] = []
+    if raw is not None:
+        for key in ("usage", "usage_metadata"):
+            u = _get(raw, key)
+            if u is not None:
+                out.append(u)
+        out.append(raw)  # Ollama: prompt_eval_count / eval_count at the top level
+    kw = resp.additional_kwargs
+    if kw.get("usage") is not None:
+        out.append(kw["usage"])  # Anthropic streaming
+    out.append(kw)
+    return out
+
+
+def _first_int(holder: Any, keys: Sequence[str]) -> int | None:
+    for key in keys:
+        v = _get(holder, key)
+        if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+            return v
+    return None
+
+
+def provider_usage(responses: Sequence[ChatResponse | CompletionResponse]) -> tuple[int | None, int | None]:
+    """Input and output tokens the provider reported (raw.usage, raw.usage_metadata, Ollama counts,
+    additional_kwargs usage / prompt_tokens / completion_tokens); for a stream, the last value seen of each."""
+    n_in = n_out = None
+    for resp in responses:
+        for holder in _holders(resp):
+            i, o = _first_int(holder, _IN_KEYS), _first_int(holder, _OUT_KEYS)
+            if i is not None or o is not None:
+                n_in = i if i is not None else n_in
+                n_out = o if o is not None else n_out
+                break
+    return n_in, n_out
+
+
+def _finish_reason(resp: ChatResponse | CompletionResponse) -> str | None:
+    raw = resp.raw
+    holders = [raw, resp.additional_kwargs]
+    choices = _get(raw, "choices") if raw is not None else None
+    if isinstance(choices, (list, tuple)) and choices:
+        holders.insert(0, choices[0])
+    for holder in holders:
+        if holder is None:
+            continue
+        for key in ("finish_reason", "stop_reason", "done_reason"):
+            v = _get(holder, key)
+            if isinstance(v, str):
+                return v
+    return None
+
+
+def _logprob_mean(resp: ChatResponse | CompletionResponse) -> float | None:
+    lps = getattr(resp, "logprobs", None) or []
+    values = [float(tok[0].logprob) for tok in lps if tok and math.isfinite(float(tok[0].logprob))]
+    return sum(values) / len(values) if values else None
+
+
+def answer_from_response(
+    model: str,
+    resp: ChatResponse | CompletionResponse,
+    prompt_text: str,
+    *,
+    child: Any = None,
+    tools: Sequence[Any] | None = None,
+    forced: str | bool = False,
+    chunks: Sequence[ChatResponse | CompletionResponse] | None = None,
+    stream_times: tuple[float, float | None, float | None] | None = None,
+) -> Answer:
+    """The core's view of one tier's response: text (tool calls summarised), usage (provider, else
+    counted and marked), finish reason, mean token logprob, tool-call validity and, for a streamed call
+    (``chunks`` and ``stream_times = (t_start, t_first, t_last)``), measured TTFT and TPOT."""
+    problems: list[str] | None = None
+    if isinstance(resp, ChatResponse):
+        calls = response_calls(resp, child) if tools is not None else _message_calls(resp.message)
+        text = _with_calls(resp.message.content or "", calls)
+        if tools is not None:
+            problems = tool_call_problems(calls, tools, forced)
+    else:
+        text = resp.text or ""
+    n_in, n_out = provider_usage(list(chunks) if chunks else [resp])
+    source: UsageSource = "provider"
+    if n_in is None or n_out is None:
+        n_in, n_out, source = resolve_usage(prompt_text=prompt_text, response_text=text,
+                                            input_tokens=n_in, output_tokens=n_out, model=model)
+    ttft = tpot = None
+    if stream_times is not None:
+        t0, t_first, t_last = stream_times
+        if t_first is not None:
+            ttft = t_first - t0
+            if t_last is not None and n_out > 1:
+                tpot = (t_last - t_first) / (n_out - 1)
+    extra: dict[str, Any] = {}
+    if problems and _ANSWER_HAS_PROBLEMS:  # the account names what was wrong (cores that record it)
+        extra["problems"] = tuple(problems)
+    return Answer(
+        text=text, model=model, input_tokens=n_in, output_tokens=n_out, usage_source=source,
+        finish_reason=_finish_reason(resp), logprob_mean=_logprob_mean(resp),
+        tool_calls_valid=None if problems is None else not problems, ttft_s=ttft, tpot_s=tpot, payload=resp,
+        **extra,
+    )

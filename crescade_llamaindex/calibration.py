@@ -1,0 +1,71 @@
+"""Calibrate a cascade straight from LlamaIndex LLMs and labelled examples.
+
+The collection engine (concurrency limit, progress bar, grading, resumable append-only records) is the
+core's :func:`crescade.collect.collect`; this module only says how to call a LlamaIndex LLM.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from llama_index.core.base.llms.types import ChatMessage, MessageRole
+from llama_index.core.llms.llm import LLM
+
+from crescade import Answer, Cascade, Outcomes
+from crescade.collect import CollectReport, Example, collect
+from crescade.errors import ConfigError
+from crescade.pricing import ModelCard
+
+from ._messages import answer_from_response, buffer_string
+
+
+def _caller(llms: Mapping[str, LLM], system_prompt: str | None) -> Any:
+    def call(name: str, example: Example) -> Answer:
+        messages = [ChatMessage(role=MessageRole.SYSTEM, content=system_prompt)] if system_prompt else []
+        messages.append(ChatMessage(role=MessageRole.USER, content=example.prompt))
+        t0 = time.perf_counter()
+        resp = llms[name].chat(messages)
+        elapsed = time.perf_counter() - t0
+        answer = answer_from_response(name, resp, buffer_string(messages), child=llms[name])
+        return replace(answer, latency_s=elapsed)
+
+    return call
+
+
+def collect_records(
+    llms: Mapping[str, LLM], examples: Sequence[Example], out: str | Path, *,
+    prices: Mapping[str, ModelCard], concurrency: int = 4, system_prompt: str | None = None,
+    retries: int = 0, progress: bool = True,
+) -> CollectReport:
+    """Ask every LLM every example (skipping pairs already in ``out``), grade, append records."""
+    return collect(examples, _caller(llms, system_prompt), list(llms), out, prices=prices,
+                   concurrency=concurrency, retries=retries, progress=progress)
+
+
+def calibrate(
+    llms: Mapping[str, LLM], examples: Sequence[Example], out: str | Path, *,
+    prices: Mapping[str, ModelCard], quality_target: float | None = 0.98, cost_target: float | None = None,
+    concurrency: int = 4, system_prompt: str | None = None, split: str | None = "train",
+    progress: bool = True, **cascade_params: Any,
+) -> Any:
+    """Collect records (resumable), fit a :class:`~crescade.Cascade` on them, return a ``CascadeLLM``.
+
+    Only prompts every LLM answered are used; with ``split`` set and present in the examples, only that
+    split is fitted on (the rest stays for evaluation).
+    """
+    from .llm import CascadeLLM
+
+    collect_records(llms, examples, out, prices=prices, concurrency=concurrency,
+                    system_prompt=system_prompt, progress=progress)
+    outcomes = Outcomes.load(out, prices=dict(prices), incomplete="drop")
+    if split is not None and split in set(outcomes.splits):
+        outcomes = outcomes.split(split)
+    if outcomes.n_prompts < 10:
+        raise ConfigError(f"only {outcomes.n_prompts} prompt(s) were answered by every LLM; need at least 10")
+    cascade = Cascade(quality_target=quality_target, cost_target=cost_target, progress=progress,
+                      **cascade_params).fit(outcomes, prices)
+    return CascadeLLM(llms=dict(llms), cascade=cascade, prices=dict(prices))

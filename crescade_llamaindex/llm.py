@@ -1,0 +1,576 @@
+"""``CascadeLLM``: a LlamaIndex ``FunctionCallingLLM`` that routes, judges and escalates over other LLMs.
+
+All decisions come from the core (:class:`crescade.Cascade` plans and judges, :class:`DispatchSession`
+walks the ladder), exactly as in ``crescade_langchain.CascadeChatModel``; this module translates
+messages, calls the tiers inside the cascade's span, emits instrumentation events and reports the account.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+    MessageRole,
+)
+from llama_index.core.instrumentation.span import active_span_id
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.llms.llm import LLM, ToolSelection
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from crescade.cascade import Cascade
+from crescade.decisions import Answer
+from crescade.dispatch import DispatchResult, DispatchSession
+from crescade.errors import PoolError, PricingError
+from crescade.pricing import ModelCard
+
+from ._events import CascadeAnswerEvent, CascadeEscalationEvent, CascadeRouteEvent, dispatcher
+from ._messages import (
+    _USAGE_KEYS,
+    OUR_KEYS,
+    answer_from_response,
+    buffer_string,
+    clean_history,
+    conversation_floor,
+    forced_tool,
+    render_query,
+)
+
+__all__ = ["CascadeLLM"]
+
+_TOOLS_KW = "_crescade_tools"
+_TOOL_OPTS_KW = "_crescade_tool_opts"
+_DEFAULT_CONTEXT_WINDOW = 3900
+
+
+@dataclass
+class _Call:
+    """One cascade call's inputs, fixed before the first tier is asked."""
+
+    messages: list[ChatMessage]  # as the children get them (cascade keys stripped)
+    kwargs: dict[str, Any]
+    tools: list[Any] | None
+    tool_opts: dict[str, Any]
+    query: str
+    floor: str | None
+    span: str | None  # the cascade's span id: every child call and event is parented to it
+    prompt: str | None = None  # completion mode
+    formatted: bool = False
+    prompt_text: str = field(default="")
+
+    @property
+    def forced(self) -> str | bool:
+        if self.tools is None:
+            return False
+        return forced_tool(self.tool_opts.get("tool_choice"), bool(self.tool_opts.get("tool_required")), self.tools)
+
+
+@contextmanager
+def _under(span: str | None) -> Iterator[None]:
+    """Run a child call with the cascade's span as the active one (streams outlive the method's span)."""
+    token = active_span_id.set(span)
+    try:
+        yield
+    finally:
+        active_span_id.reset(token)
+
+
+class CascadeLLM(FunctionCallingLLM):
+    """An LLM that answers with the cheapest model the fitted cascade trusts, escalating when not.
+
+    ``llms`` maps every model of the cascade's pool to a LlamaIndex LLM (names must match the pool
+    exactly). Every response carries ``additional_kwargs["crescade"]`` (the same account as
+    ``response_metadata["crescade"]`` in the LangChain adapter), on the response and on its message,
+    and a tier stamp (``additional_kwargs["crescade_tier"]``: the tier index in the ladder;
+    ``["crescade_model"]``: the pool name) on every response and streamed chunk.
+
+    Token counting: the cascade's final response reports usage summed over every tier called (rejected
+    drafts included) in ``raw["usage"]`` and ``additional_kwargs`` (``prompt_tokens``/``completion_tokens``),
+    so a ``TokenCountingHandler`` on the cascade's callback manager counts each call once, at its true
+    cost. The children keep their own callback managers: attach counting handlers to the cascade or to
+    the children, not to both (a child built while ``Settings.callback_manager`` was set shares it).
+    """
+
+    llms: dict[str, LLM] = Field(exclude=True)
+    """The pool: cascade model name -> LlamaIndex LLM."""
+    cascade: Any = Field(exclude=True)
+    """A fitted :class:`crescade.Cascade`."""
+    prices: dict[str, Any] | None = Field(default=None, exclude=True)
+    """Price cards per pool model; default: the cards the cascade was fitted with."""
+    conversation_window: int = Field(default=6, ge=1)
+    monotone: bool = True
+    max_depth: int | None = Field(default=None, ge=1)
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
+
+    _cards: dict[str, ModelCard] = PrivateAttr(default_factory=dict)
+
+    def __init__(self, **kwargs: Any) -> None:
+        # checked before pydantic runs, so the error is the crescade one, not a wrapped ValidationError
+        cards = _check_pool(kwargs.get("llms"), kwargs.get("cascade"), kwargs.get("prices"))
+        super().__init__(**kwargs)
+        self._cards = cards
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "CascadeLLM"
+
+    @classmethod
+    def from_artifact(cls, path: str | PathLike[str], *, llms: Mapping[str, LLM], embedder: Any = None,
+                      **kwargs: Any) -> CascadeLLM:
+        """Load a saved cascade (``Cascade.save``) and wrap ``llms`` with it."""
+        return cls(llms=dict(llms), cascade=Cascade.load(Path(path), embedder=embedder), **kwargs)
+
+    @classmethod
+    def calibrate(cls, llms: Mapping[str, LLM], examples: Sequence[Any], out: str | PathLike[str],
+                  **kwargs: Any) -> CascadeLLM:
+        """Call every LLM on labelled examples (resumable records in ``out``), fit, and wrap; see
+        :func:`crescade_llamaindex.calibration.calibrate`."""
+        from .calibration import calibrate
+
+        model: CascadeLLM = calibrate(llms, examples, out, **kwargs)
+        return model
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        """Truthful for every tier that may serve: the smallest context window and output budget, and
+        function calling only when every tier is a function-calling LLM."""
+        metas = [m.metadata for m in self.llms.values()]
+        windows = [md.context_window for md in metas if md.context_window and md.context_window > 0]
+        outputs = [md.num_output for md in metas if md.num_output and md.num_output > 0]
+        fc = all(isinstance(m, FunctionCallingLLM) and m.metadata.is_function_calling_model
+                 for m in self.llms.values())
+        return LLMMetadata(context_window=min(windows) if windows else _DEFAULT_CONTEXT_WINDOW,
+                           num_output=min(outputs) if outputs else 256, is_chat_model=True,
+                           is_function_calling_model=fc, model_name="crescade")
+
+    # ------------------------------------------------------------------ tools
+    def _prepare_chat_with_tools(
+        self, tools: Sequence[Any], user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None, verbose: bool = False,
+        allow_parallel_tool_calls: bool = False, tool_required: bool = False, **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Keep the raw tools: each tier formats them itself (``child.chat_with_tools``)."""
+        messages = list(chat_history or [])
+        if user_msg is not None:
+            messages.append(ChatMessage(role=MessageRole.USER, content=user_msg)
+                            if isinstance(user_msg, str) else user_msg)
+        return {"messages": messages, _TOOLS_KW: list(tools),
+                _TOOL_OPTS_KW: {"verbose": verbose, "allow_parallel_tool_calls": allow_parallel_tool_calls,
+                                "tool_required": tool_required, **kwargs}}
+
+    def get_tool_calls_from_response(self, response: ChatResponse, error_on_no_tool_call: bool = True,
+                                     **kwargs: Any) -> list[ToolSelection]:
+        """Parsed by the LLM of the tier that produced ``response`` (read from its tier stamp)."""
+        name = response.additional_kwargs.get("crescade_model") or \
+            response.message.additional_kwargs.get("crescade_model")
+        if name not in self.llms:
+            if error_on_no_tool_call:
+                raise ValueError("response carries no crescade tier stamp; it did not come from this CascadeLLM")
+            return []
+        child = self.llms[name]
+        calls: list[ToolSelection] = child.get_tool_calls_from_response(  # type: ignore[attr-defined]
+            response, error_on_no_tool_call=error_on_no_tool_call, **kwargs)
+        return calls
+
+    # ------------------------------------------------------------------ one call
+    def _prepare(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> _Call:
+        kwargs = dict(kwargs)
+        tools = kwargs.pop(_TOOLS_KW, None)
+        opts = dict(kwargs.pop(_TOOL_OPTS_KW, None) or {})
+        if tools is not None:
+            opts.update(kwargs)  # anything else given to chat() rides along to each chat_with_tools
+            kwargs = {}
+        messages = list(messages)
+        pool = self.cascade.models_
+        children = clean_history(messages)
+        return _Call(messages=children, kwargs=kwargs, tools=list(tools) if tools is not None else None,
+                     tool_opts=opts, query=render_query(messages, self.conversation_window),
+                     floor=conversation_floor(messages, pool) if self.monotone else None,
+                     span=active_span_id.get(), prompt_text=buffer_string(children))
+
+    def _prepare_completion(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> _Call:
+        return _Call(messages=[], kwargs=dict(kwargs), tools=None, tool_opts={}, query=prompt, floor=None,
+                     span=active_span_id.get(), prompt=prompt, formatted=formatted, prompt_text=prompt)
+
+    def _session(self, call: _Call) -> DispatchSession:
+        session = DispatchSession.start(self.cascade, call.query, self._cards, None, call.floor, self.max_depth, None)
+        plan = session.plan
+        dispatcher.event(CascadeRouteEvent(cluster=int(plan.cluster), routed_model=plan.routed_model,
+                                           ladder=list(plan.ladder), floor=call.floor, reason=plan.reason,
+                                           span_id=call.span))
+        return session
+
+    def _after(self, session: DispatchSession, call: _Call, accepted: bool) -> None:
+        """Emit an escalation event for a rejected (or failed) tier that has a next tier."""
+        a = session.attempts[-1]
+        ladder = session.plan.ladder
+        if accepted or a.tier + 1 >= len(ladder):
+            return
+        v = a.verdict
+        dispatcher.event(CascadeEscalationEvent(
+            tier=a.tier, model=a.model, next_model=ladder[a.tier + 1], reason=a.reason, error=a.error,
+            p=float(v.p) if v is not None else None, threshold=float(v.threshold) if v is not None else None,
+            span_id=call.span))
+
+    def _done(self, result: DispatchResult, call: _Call) -> None:
+        dispatcher.event(CascadeAnswerEvent(
+            model=result.model, routed_model=result.routed_model, escalated=result.escalated,
+            reason=result.reason, cost_usd=result.total_cost_usd, input_tokens=result.total_input_tokens,
+            output_tokens=result.total_output_tokens, span_id=call.span))
+
+    def _answer(self, name: str, resp: Any, call: _Call, chunks: Sequence[Any] | None = None,
+                times: tuple[float, float | None, float | None] | None = None) -> Answer:
+        if not isinstance(resp, (ChatResponse, CompletionResponse)):
+            raise TypeError(f"LLM {name!r} returned {type(resp).__name__}, expected a ChatResponse")
+        return answer_from_response(name, resp, call.prompt_text, child=self.llms[name], tools=call.tools,
+                                    forced=call.forced, chunks=chunks, stream_times=times)
+
+    # tier calls ----------------------------------------------------------
+    def _call_tier(self, name: str, call: _Call) -> Any:
+        child = self.llms[name]
+        with _under(call.span):
+            if call.prompt is not None:
+                return child.complete(call.prompt, formatted=call.formatted, **call.kwargs)
+            if call.tools is not None:
+                return child.chat_with_tools(call.tools, chat_history=list(call.messages),  # type: ignore[attr-defined]
+                                             **call.tool_opts)
+            return child.chat(call.messages, **call.kwargs)
+
+    async def _acall_tier(self, name: str, call: _Call) -> Any:
+        child = self.llms[name]
+        with _under(call.span):
+            if call.prompt is not None:
+                return await child.acomplete(call.prompt, formatted=call.formatted, **call.kwargs)
+            if call.tools is not None:
+                return await child.achat_with_tools(  # type: ignore[attr-defined]
+                    call.tools, chat_history=list(call.messages), **call.tool_opts)
+            return await child.achat(call.messages, **call.kwargs)
+
+    def _stream_tier(self, name: str, call: _Call) -> Iterator[Any]:
+        child = self.llms[name]
+        with _under(call.span):
+            if call.prompt is not None:
+                it = child.stream_complete(call.prompt, formatted=call.formatted, **call.kwargs)
+            elif call.tools is not None:
+                it = child.stream_chat_with_tools(  # type: ignore[attr-defined]
+                    call.tools, chat_history=list(call.messages), **call.tool_opts)
+            else:
+                it = child.stream_chat(call.messages, **call.kwargs)
+        try:
+            while True:
+                with _under(call.span):
+                    try:
+                        item = next(it)
+                    except StopIteration:
+                        return
+                yield item
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                with _under(call.span):
+                    close()
+
+    async def _astream_tier(self, name: str, call: _Call) -> AsyncIterator[Any]:
+        child = self.llms[name]
+        with _under(call.span):
+            if call.prompt is not None:
+                ait = await child.astream_complete(call.prompt, formatted=call.formatted, **call.kwargs)
+            elif call.tools is not None:
+                ait = await child.astream_chat_with_tools(  # type: ignore[attr-defined]
+                    call.tools, chat_history=list(call.messages), **call.tool_opts)
+            else:
+                ait = await child.astream_chat(call.messages, **call.kwargs)
+        try:
+            while True:
+                with _under(call.span):
+                    try:
+                        item = await ait.__anext__()
+                    except StopAsyncIteration:
+                        return
+                yield item
+        finally:
+            aclose = getattr(ait, "aclose", None)
+            if aclose is not None:
+                with _under(call.span):
+                    await aclose()
+
+    # loops ---------------------------------------------------------------
+    def _run(self, call: _Call) -> Any:
+        t_start = time.perf_counter()
+        session = self._session(call)
+        for tier, name, _ in session.steps():
+            t0 = time.perf_counter()
+            try:
+                answer = self._answer(name, self._call_tier(name, call), call)
+            except Exception as exc:
+                session.failed(tier, name, exc, time.perf_counter() - t0)
+                self._after(session, call, False)
+                continue
+            accepted = session.answered(tier, name, answer, time.perf_counter() - t0)
+            self._after(session, call, accepted)
+            if accepted:
+                break
+        result = session.result()
+        self._done(result, call)
+        return _final(result, call, ttft_s=time.perf_counter() - t_start, streamed=False)
+
+    async def _arun(self, call: _Call) -> Any:
+        t_start = time.perf_counter()
+        session = self._session(call)
+        for tier, name, _ in session.steps():
+            t0 = time.perf_counter()
+            try:
+                answer = self._answer(name, await self._acall_tier(name, call), call)
+            except Exception as exc:
+                session.failed(tier, name, exc, time.perf_counter() - t0)
+                self._after(session, call, False)
+                continue
+            accepted = session.answered(tier, name, answer, time.perf_counter() - t0)
+            self._after(session, call, accepted)
+            if accepted:
+                break
+        result = session.result()
+        self._done(result, call)
+        return _final(result, call, ttft_s=time.perf_counter() - t_start, streamed=False)
+
+    def _stream(self, call: _Call) -> Iterator[Any]:
+        """Earlier tiers buffered and judged (an accepted one is emitted whole); the last tier streams live.
+        The final chunk carries the usage total and the account."""
+        t_start = time.perf_counter()
+        session = self._session(call)
+        first_out: float | None = None
+        for tier, name, is_last in session.steps():
+            t0 = time.perf_counter()
+            if not is_last:
+                try:
+                    resp = self._call_tier(name, call)
+                    answer = self._answer(name, resp, call)
+                except Exception as exc:
+                    session.failed(tier, name, exc, time.perf_counter() - t0)
+                    self._after(session, call, False)
+                    continue
+                accepted = session.answered(tier, name, answer, time.perf_counter() - t0)
+                self._after(session, call, accepted)
+                if accepted:
+                    first_out = time.perf_counter()
+                    yield _forwarded(resp, tier, name, whole=True)
+                    break
+                continue
+            live = _Live(t0)
+            try:
+                for chunk in self._stream_tier(name, call):
+                    if live.add(chunk):
+                        first_out = first_out or live.t_first
+                    yield _forwarded(chunk, tier, name)
+                answer = self._answer(name, live.last(), call, live.chunks, live.times())
+            except Exception as exc:
+                session.failed(tier, name, exc, time.perf_counter() - t0)
+                break
+            session.answered(tier, name, answer, time.perf_counter() - t0)
+        result = session.result()
+        self._done(result, call)
+        ttft = first_out - t_start if first_out is not None else None
+        yield _final(result, call, ttft_s=ttft, streamed=True)
+
+    async def _astream(self, call: _Call) -> AsyncIterator[Any]:
+        """Async :meth:`_stream`."""
+        t_start = time.perf_counter()
+        session = self._session(call)
+        first_out: float | None = None
+        for tier, name, is_last in session.steps():
+            t0 = time.perf_counter()
+            if not is_last:
+                try:
+                    resp = await self._acall_tier(name, call)
+                    answer = self._answer(name, resp, call)
+                except Exception as exc:
+                    session.failed(tier, name, exc, time.perf_counter() - t0)
+                    self._after(session, call, False)
+                    continue
+                accepted = session.answered(tier, name, answer, time.perf_counter() - t0)
+                self._after(session, call, accepted)
+                if accepted:
+                    first_out = time.perf_counter()
+                    yield _forwarded(resp, tier, name, whole=True)
+                    break
+                continue
+            live = _Live(t0)
+            try:
+                async for chunk in self._astream_tier(name, call):
+                    if live.add(chunk):
+                        first_out = first_out or live.t_first
+                    yield _forwarded(chunk, tier, name)
+                answer = self._answer(name, live.last(), call, live.chunks, live.times())
+            except Exception as exc:
+                session.failed(tier, name, exc, time.perf_counter() - t0)
+                break
+            session.answered(tier, name, answer, time.perf_counter() - t0)
+        result = session.result()
+        self._done(result, call)
+        ttft = first_out - t_start if first_out is not None else None
+        yield _final(result, call, ttft_s=ttft, streamed=True)
+
+    # ------------------------------------------------------------------ the LlamaIndex API
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        response: ChatResponse = self._run(self._prepare(messages, kwargs))
+        return response
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        response: ChatResponse = await self._arun(self._prepare(messages, kwargs))
+        return response
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        return self._stream(self._prepare(messages, kwargs))
+
+    @llm_chat_callback()
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        return self._astream(self._prepare(messages, kwargs))
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        response: CompletionResponse = self._run(self._prepare_completion(prompt, formatted, kwargs))
+        return response
+
+    @llm_completion_callback()
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        response: CompletionResponse = await self._arun(self._prepare_completion(prompt, formatted, kwargs))
+        return response
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        return self._stream(self._prepare_completion(prompt, formatted, kwargs))
+
+    @llm_completion_callback()
+    async def astream_complete(self, prompt: str, formatted: bool = False,
+                               **kwargs: Any) -> CompletionResponseAsyncGen:
+        return self._astream(self._prepare_completion(prompt, formatted, kwargs))
+
+
+# ---------------------------------------------------------------------- helpers
+def _check_pool(llms: Any, cascade: Any, prices: Any) -> dict[str, ModelCard]:
+    """The price card of every pool model; a clear error when ``llms`` does not map the pool exactly."""
+    pool = list(getattr(cascade, "models_", None) or [])
+    if not pool:
+        raise PoolError("the cascade is not fitted: call Cascade.fit(...) or Cascade.load(path) first")
+    if not isinstance(llms, Mapping):
+        raise PoolError(f"llms must be a mapping of the cascade's pool {pool} to LlamaIndex LLMs")
+    missing = [m for m in pool if m not in llms]
+    extra = [m for m in llms if m not in pool]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing LLM(s) for {', '.join(map(repr, missing))}")
+        if extra:
+            parts.append(f"model(s) {', '.join(map(repr, extra))} not in the cascade's pool")
+        raise PoolError(f"llms must map exactly the cascade's pool {pool}: {'; '.join(parts)}")
+    cards = dict(prices if prices is not None else getattr(cascade, "cards_", {}) or {})
+    unpriced = [m for m in pool if not isinstance(cards.get(m), ModelCard)]
+    if unpriced:
+        raise PricingError(f"no price (ModelCard) for pool model(s) {', '.join(map(repr, unpriced))}; "
+                           "pass prices={name: ModelCard(...)} or fit the cascade with prices")
+    return {m: cards[m] for m in pool}
+
+
+def _has_output(resp: Any) -> bool:
+    if resp.delta:
+        return True
+    if isinstance(resp, ChatResponse):
+        return any(b.block_type == "tool_call" for b in resp.message.blocks)
+    return False
+
+
+class _Live:
+    """The last tier's streamed chunks, with the times of its first and last output."""
+
+    def __init__(self, t0: float) -> None:
+        self.t0 = t0
+        self.t_first: float | None = None
+        self.t_last: float | None = None
+        self.chunks: list[Any] = []
+
+    def add(self, chunk: Any) -> bool:
+        self.chunks.append(chunk)
+        if _has_output(chunk):
+            now = time.perf_counter()
+            self.t_first = self.t_first or now
+            self.t_last = now
+            return True
+        return False
+
+    def last(self) -> Any:
+        if not self.chunks:
+            raise ValueError("the LLM's stream returned no chunks")
+        return self.chunks[-1]  # LlamaIndex stream chunks carry the cumulative message/text
+
+    def times(self) -> tuple[float, float | None, float | None]:
+        return self.t0, self.t_first, self.t_last
+
+
+def _stamped_kwargs(kw: Mapping[str, Any], tier: int, name: str) -> dict[str, Any]:
+    out = {k: v for k, v in kw.items() if k not in OUR_KEYS and k not in _USAGE_KEYS}
+    out.update(crescade_tier=tier, crescade_model=name)
+    return out
+
+
+def _message(msg: ChatMessage, extra: Mapping[str, Any]) -> ChatMessage:
+    kw = {k: v for k, v in msg.additional_kwargs.items() if k not in OUR_KEYS and k not in _USAGE_KEYS}
+    kw.update(extra)
+    return msg.model_copy(update={"additional_kwargs": kw, "blocks": list(msg.blocks)})
+
+
+def _forwarded(resp: Any, tier: int, name: str, *, whole: bool = False) -> Any:
+    """A tier's response or chunk as the cascade emits it mid-stream: stamped with its tier, without the
+    child's usage (the total comes once, on the final chunk) or raw payload."""
+    stamp = {"crescade_tier": tier, "crescade_model": name}
+    kw = _stamped_kwargs(resp.additional_kwargs, tier, name)
+    if isinstance(resp, ChatResponse):
+        delta = resp.message.content or "" if whole else resp.delta
+        return ChatResponse(message=_message(resp.message, stamp), delta=delta, additional_kwargs=kw,
+                            logprobs=resp.logprobs)
+    delta = resp.text if whole else resp.delta
+    return CompletionResponse(text=resp.text, delta=delta, additional_kwargs=kw, logprobs=resp.logprobs)
+
+
+def _account(result: DispatchResult, call: _Call, *, ttft_s: float | None, streamed: bool) -> dict[str, Any]:
+    account = result.to_dict()
+    final = result.attempts[-1]
+    account.update(floor=call.floor, streamed=streamed, ttft_s=ttft_s, tpot_s=final.tpot_s)
+    return account
+
+
+def _final(result: DispatchResult, call: _Call, *, ttft_s: float | None, streamed: bool) -> Any:
+    """The cascade's response (or a stream's final chunk): the answering tier's output, stamped, with the
+    usage total in ``raw["usage"]`` and ``additional_kwargs`` and the account in ``additional_kwargs["crescade"]``."""
+    resp = result.answer.payload
+    final = result.attempts[-1]
+    account = _account(result, call, ttft_s=ttft_s, streamed=streamed)
+    n_in, n_out = result.total_input_tokens, result.total_output_tokens
+    usage = {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}
+    raw = {"usage": usage, "model": result.model, "tier_raw": resp.raw}
+    kw = _stamped_kwargs(resp.additional_kwargs, final.tier, final.model)
+    kw.update(usage, crescade=account)
+    if isinstance(resp, ChatResponse):
+        msg = _message(resp.message, {"crescade": account, "crescade_tier": final.tier,
+                                      "crescade_model": final.model})
+        return ChatResponse(message=msg, delta="" if streamed else resp.delta, raw=raw, additional_kwargs=kw,
+                            logprobs=resp.logprobs)
+    return CompletionResponse(text=resp.text, delta="" if streamed else resp.delta, raw=raw,
+                              additional_kwargs=kw, logprobs=resp.logprobs)
