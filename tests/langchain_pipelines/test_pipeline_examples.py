@@ -9,8 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from .fake_openai_server import CHEAP_M, STRONG_M, FakeOpenAI
+from fake_openai_server import CHEAP_M, STRONG_M, FakeOpenAI
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
