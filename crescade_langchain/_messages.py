@@ -18,6 +18,7 @@ from langchain_core.messages import (
 )
 from langchain_core.messages.tool import tool_call_chunk
 
+from crescade.conversation import conversation_floor as core_floor
 from crescade.decisions import Answer, UsageSource
 from crescade.jsonschema_lite import schema_errors
 from crescade.tokens import resolve_usage
@@ -91,22 +92,8 @@ def render_query(messages: Sequence[BaseMessage], window: int) -> str:
 
 
 def conversation_floor(messages: Sequence[BaseMessage], pool: Sequence[str]) -> str | None:
-    """The model the conversation may not drop below, read from earlier cascade answers (stateless).
-
-    The latest earlier answer that was escalated sets the floor to the model that answered it; a later
-    answer that was itself floored carries its floor forward.
-    """
-    for msg in reversed(messages):
-        if not isinstance(msg, AIMessage):
-            continue
-        account = msg.response_metadata.get("crescade")
-        if not isinstance(account, Mapping):
-            continue
-        if account.get("escalated") and account.get("model") in pool:
-            return str(account["model"])
-        if account.get("floor") in pool:
-            return str(account["floor"])
-    return None
+    """The floor of the conversation (core policy), from earlier AI messages' crescade accounts."""
+    return core_floor((m.response_metadata.get("crescade") for m in messages if isinstance(m, AIMessage)), pool)
 
 
 def _tool_name(tool: Mapping[str, Any]) -> str | None:

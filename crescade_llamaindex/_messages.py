@@ -16,6 +16,7 @@ from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse, MessageRole, ToolCallBlock
 
+from crescade.conversation import conversation_floor as core_floor
 from crescade.decisions import Answer, UsageSource
 from crescade.jsonschema_lite import schema_errors
 from crescade.tokens import resolve_usage
@@ -136,18 +137,9 @@ def buffer_string(messages: Sequence[ChatMessage]) -> str:
 
 
 def conversation_floor(messages: Sequence[ChatMessage], pool: Sequence[str]) -> str | None:
-    """The model the conversation may not drop below, read statelessly from earlier cascade answers."""
-    for msg in reversed(messages):
-        if _role_value(msg) != MessageRole.ASSISTANT.value:
-            continue
-        account = msg.additional_kwargs.get("crescade")
-        if not isinstance(account, Mapping):
-            continue
-        if account.get("escalated") and account.get("model") in pool:
-            return str(account["model"])
-        if account.get("floor") in pool:
-            return str(account["floor"])
-    return None
+    """The floor of the conversation (core policy), from earlier assistant messages' crescade accounts."""
+    return core_floor((m.additional_kwargs.get("crescade") for m in messages
+                       if _role_value(m) == MessageRole.ASSISTANT.value), pool)
 
 
 def clean_history(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
