@@ -4,6 +4,9 @@
 * :func:`choice_letter` — the option label (A–E) the response commits to equals the reference's.
 * :func:`numeric` — the number the response commits to equals the reference's, within a tolerance.
 * :func:`code_tests` — the response's Python code passes the reference test code in a subprocess.
+* :func:`string_exact` — the answer text the response commits to equals the reference, case-sensitively.
+* :func:`string_casefold` — the same, ignoring case.
+* :func:`list_match` — the integer list the response commits to equals the reference list.
 
 :func:`get_grader` looks a grader up by name; any callable with the same signature is a grader too.
 """
@@ -27,12 +30,17 @@ __all__ = [
     "choice_letter",
     "code_tests",
     "exact_match",
+    "extract_answer_text",
     "extract_choice",
     "extract_code",
+    "extract_int_list",
     "extract_number",
     "get_grader",
+    "list_match",
     "numeric",
     "run_code_tests",
+    "string_casefold",
+    "string_exact",
 ]
 
 Grader = Callable[[str, str], bool]
@@ -184,6 +192,93 @@ def numeric(response: str, reference: str, *, rel_tol: float = 1e-6, abs_tol: fl
     return got is not None and math.isclose(got, ref, rel_tol=rel_tol, abs_tol=abs_tol)
 
 
+# --------------------------------------------------------------------------- answer text and lists
+
+_ANSWER_LINE = re.compile(r"(?i:\banswer\b)(?:\s+is)?\s*[:=]\s*([^\n]*)")
+_TEXT_WRAP = re.compile(r"^\\text\{(.*)\}$", re.S)
+_QUOTES = "\"'`“”‘’"
+_INT_LIST = re.compile(r"\[\s*(?:-?\d+\s*(?:,\s*-?\d+\s*)*,?\s*)?\]")
+
+
+def _clean_answer(text: str) -> str:
+    t = " ".join(text.split())
+    m = _TEXT_WRAP.match(t)
+    if m:
+        t = m.group(1).strip()
+    prev = None
+    while prev != t:  # peel wrappers in any order: **"olleh".** -> olleh
+        prev = t
+        t = t.strip().strip("*").strip()
+        if t.endswith(".") and len(t) > 1:
+            t = t[:-1]
+        if len(t) >= 2 and t[0] in _QUOTES and t[-1] in _QUOTES:
+            t = t[1:-1]
+    return t
+
+
+def extract_answer_text(text: str) -> str | None:
+    """The answer text a response commits to, or ``None``.
+
+    Rule, first that applies: the contents of the last ``\\boxed{...}`` (a ``\\text{...}`` wrapper removed);
+    the rest of the line after the last ``Answer:`` / ``answer is:`` / ``Answer =`` marker (a colon or ``=``
+    is required); the whole response when it is a single non-empty line. The text is then cleaned: whitespace
+    runs collapsed, then surrounding quotes, backticks, ``*`` and a trailing ``.`` peeled off repeatedly.
+    """
+    boxed = _boxed_contents(text)
+    if boxed:
+        return _clean_answer(boxed[-1])
+    marked = _ANSWER_LINE.findall(text)
+    if marked:
+        return _clean_answer(marked[-1])
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return _clean_answer(lines[0]) if len(lines) == 1 else None
+
+
+def string_exact(response: str, reference: str) -> bool:
+    """True when :func:`extract_answer_text` of the response equals the reference (cleaned the same way),
+    case-sensitively: ``Answer: olleh`` matches ``olleh``; ``Answer: Olleh`` does not."""
+    got = extract_answer_text(response)
+    return got is not None and got == _clean_answer(reference)
+
+
+def string_casefold(response: str, reference: str) -> bool:
+    """As :func:`string_exact`, ignoring case (``Answer: sunday`` matches ``Sunday``)."""
+    got = extract_answer_text(response)
+    return got is not None and got.casefold() == _clean_answer(reference).casefold()
+
+
+def _parse_int_list(text: str) -> list[int] | None:
+    found = _INT_LIST.findall(text.replace("\u2212", "-"))
+    if not found:
+        return None
+    inner = found[-1].strip()[1:-1]
+    return [int(x) for x in inner.replace(" ", "").split(",") if x]
+
+
+def extract_int_list(text: str) -> list[int] | None:
+    """The list of integers a response commits to, or ``None``.
+
+    Rule: the last ``[a, b, ...]`` literal of integers inside the last ``\\boxed{...}``; else in the text after
+    the last ``Answer:`` marker (to the end of that line); else the last such literal anywhere in the text.
+    Spaces are free and one trailing comma is allowed; anything but integers inside the brackets is no list.
+    """
+    boxed = _boxed_contents(text)
+    if boxed:
+        return _parse_int_list(boxed[-1])
+    marked = _ANSWER_LINE.findall(text)
+    if marked:
+        return _parse_int_list(marked[-1])
+    return _parse_int_list(text)
+
+
+def list_match(response: str, reference: str) -> bool:
+    """True when :func:`extract_int_list` of the response equals that of the reference, in order."""
+    ref = extract_int_list(reference)
+    if ref is None:
+        raise ConfigError(f"list_match: reference {reference[:40]!r} holds no integer list")
+    return extract_int_list(response) == ref
+
+
 # --------------------------------------------------------------------------- code tests
 
 _PY_FENCE = re.compile(r"```[ \t]*(?:python3?|py)[ \t]*\r?\n(.*?)```", re.S | re.I)
@@ -323,6 +418,9 @@ GRADERS: Mapping[str, Grader] = {
     "choice_letter": choice_letter,
     "numeric": numeric,
     "code_tests": code_tests,
+    "string_exact": string_exact,
+    "string_casefold": string_casefold,
+    "list_match": list_match,
 }
 
 

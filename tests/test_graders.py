@@ -239,7 +239,9 @@ def test_timeout_must_be_positive() -> None:
 
 def test_get_grader() -> None:
     assert get_grader("numeric") is numeric
-    assert set(GRADERS) == {"exact_match", "choice_letter", "numeric", "code_tests"}
+    assert set(GRADERS) == {
+        "exact_match", "choice_letter", "numeric", "code_tests", "string_exact", "string_casefold", "list_match"
+    }
 
     def custom(response: str, reference: str) -> bool:
         return reference in response
