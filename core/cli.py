@@ -401,6 +401,42 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- local models
+
+
+def cmd_local(args: argparse.Namespace) -> int:
+    """``crescade local install|up|down|status``: the real local models (see :mod:`crescade.local`)."""
+    from . import local
+
+    cache = args.cache_dir
+    if args.local_command == "install":
+        if not args.skip_runtime:
+            local.install_runtime(progress=_progress(args))
+        for name, path in local.install_models(args.models, cache_dir=cache, progress=_progress(args)).items():
+            print(f"{name}\t{path}")
+    elif args.local_command == "up":
+        state = local.up(args.models, cache_dir=cache, n_ctx=args.n_ctx, n_threads=args.n_threads,
+                         timeout=args.timeout)
+        for name, e in state.items():
+            print(f"{name}\t{e['base_url']}\tpid {e['pid']}")
+    elif args.local_command == "down":
+        stopped = local.down(cache)
+        for name, was_running in stopped.items():
+            print(f"{'stopped' if was_running else 'not running'} {name}")
+        if not stopped:
+            print("no local servers recorded")
+    else:
+        st = local.status(cache)
+        if args.json:
+            print(_dumps(st))
+        elif not st:
+            print("no local servers recorded")
+        for name, e in ({} if args.json else st).items():
+            health = "answering" if e["answering"] else "alive, not answering" if e["alive"] else "dead"
+            print(f"{name}\t{e['base_url']}\tpid {e['pid']}\t{health}")
+    return 0
+
+
 # --------------------------------------------------------------------------- the parser
 
 
@@ -519,6 +555,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="(default 0.98)")
     p.add_argument("--bootstrap", type=_count, default=1000, metavar="N", help="(default 1000)")
     _add_cascade_options(p)
+
+    p = add("local", cmd_local, "install, start, stop and inspect the real local models (llama.cpp)")
+    lsub = p.add_subparsers(dest="local_command", required=True, metavar="ACTION")
+    from .local import DEFAULT_MODELS, MODELS
+
+    def laction(name: str, help_: str) -> argparse.ArgumentParser:
+        q = lsub.add_parser(name, parents=[common], help=help_, description=help_)
+        q.add_argument("--cache-dir", metavar="DIR",
+                       help="where the models and the server state live ($CRESCADE_MODELS, else "
+                       "~/.cache/crescade/models)")
+        return q
+
+    def models_option(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), metavar="NAME",
+                       help=f"of {', '.join(MODELS)} (default: {' '.join(DEFAULT_MODELS)})")
+
+    q = laction("install", "install llama-cpp-python 0.3.36 and download + verify the models")
+    models_option(q)
+    q.add_argument("--skip-runtime", action="store_true", help="only the models")
+    q = laction("up", "start one server per model in the background (127.0.0.1, free ports)")
+    models_option(q)
+    q.add_argument("--n-ctx", type=int, default=2048, metavar="N", help="context size (default 2048)")
+    q.add_argument("--n-threads", type=int, default=2, metavar="N", help="threads per server (default 2)")
+    q.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                   help="seconds to wait for each server to answer (default 60)")
+    laction("down", "stop the servers 'up' started")
+    q = laction("status", "show the servers 'up' started and whether they answer")
+    q.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
