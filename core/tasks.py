@@ -27,6 +27,7 @@ id (see :func:`split_of`). :func:`generate_solved` also returns, per example, a 
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import hashlib
 import random
@@ -34,7 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .collect import Example
+from .collect import Example, save_examples
 from .errors import ConfigError
 
 __all__ = [
@@ -511,3 +512,24 @@ def generate_tasks(
 def default_task_suite() -> list[Example]:
     """The project's suite: 40 examples of every family, seed :data:`DEFAULT_SEED` (2026), 30% test."""
     return generate_tasks(n_per_family=40, seed=DEFAULT_SEED)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m crescade.tasks OUT.jsonl [--n 40] [--seed 2026] [--family F ...] [--test-fraction 0.3]``:
+    write a generated suite (by default :func:`default_task_suite`) as JSONL for ``crescade collect``."""
+    parser = argparse.ArgumentParser(prog="python -m crescade.tasks", description="Write a generated task suite.")
+    parser.add_argument("out", help="output .jsonl path")
+    parser.add_argument("--n", type=int, default=40, help="examples per family (default 40)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed (default {DEFAULT_SEED})")
+    parser.add_argument("--family", action="append", choices=FAMILIES, help="a family to include (repeatable)")
+    parser.add_argument("--test-fraction", type=float, default=0.3, help="share of ids in the test split")
+    args = parser.parse_args(argv)
+    examples = generate_tasks(args.n, seed=args.seed, families=args.family, test_fraction=args.test_fraction)
+    save_examples(examples, args.out)
+    n_test = sum(e.split == "test" for e in examples)
+    print(f"wrote {len(examples)} examples ({n_test} test) to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
