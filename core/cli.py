@@ -568,7 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
         return q
 
     def models_option(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), metavar="NAME",
+        q.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=list(MODELS), metavar="NAME",
                        help=f"of {', '.join(MODELS)} (default: {' '.join(DEFAULT_MODELS)})")
 
     q = laction("install", "install llama-cpp-python 0.3.36 and download + verify the models")

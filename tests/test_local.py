@@ -418,10 +418,11 @@ def test_cli_local_up_status_down(fake_server: Path, tmp_path: Path, monkeypatch
 
 
 def test_cli_local_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["local", "up", "--models", "gpt-9", "--cache-dir", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("crescade: error: ") and "unknown local model 'gpt-9'" in err
-    assert len(err.strip().splitlines()) == 1
+    for action in ("install", "up"):  # rejected before anything is installed or started
+        assert main(["local", action, "--models", "gpt-9", "--cache-dir", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("crescade: error: ") and "invalid choice: 'gpt-9'" in err
+        assert len(err.strip().splitlines()) == 1
     assert main(["local", "up", "--models", "smollm2-135m", "--cache-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "crescade local install --models smollm2-135m" in err and len(err.strip().splitlines()) == 1
