@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -111,17 +112,19 @@ def test_llama_index_lookup_does_not_import_it() -> None:
     assert all(d.endswith(os.path.join("core", "_static", "tiktoken_cache")) for d in dirs)
 
 
-def test_llama_index_dir_found_via_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib
-
-    if "llama_index" in sys.modules:
-        pytest.skip("llama_index already imported")
+def test_llama_index_dir_found_via_spec(tmp_path: Path) -> None:
+    """Found through the import system without importing llama_index (a fresh interpreter, so no earlier
+    test's import of the real package can interfere)."""
     target = tmp_path / "site" / "llama_index" / "core" / "_static" / "tiktoken_cache"
     target.mkdir(parents=True)
-    monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    importlib.invalidate_caches()
-    assert str(target) in tokens._llama_index_cache_dirs()
-    assert "llama_index" not in sys.modules
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from crescade import tokens; "
+        "dirs = tokens._llama_index_cache_dirs(); "
+        "assert sys.argv[2] in dirs, dirs; assert 'llama_index' not in sys.modules; print('ok')"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "site"), str(target)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
 
 
 def test_tiktoken_from_local_cache_only() -> None:
