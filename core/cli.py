@@ -1,4 +1,5 @@
-"""The ``crescade`` command line: ``calibrate``, ``evaluate``, ``route``, ``report`` and ``demo``.
+"""The ``crescade`` command line: ``calibrate``, ``evaluate``, ``route``, ``report``, ``demo``, ``collect``
+and ``local``.
 
 Every user error (a :class:`~crescade.errors.CrescadeError`, or an ``OSError`` on a file) prints one line
 ``crescade: error: ...`` on stderr and exits with status 2. Progress bars go to stderr; ``-q`` turns them
@@ -404,6 +405,43 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- local models
 
 
+def cmd_collect(args: argparse.Namespace) -> int:
+    """``crescade collect``: ask a pool of chat models every task, grade, append records (resumable)."""
+    from .collect import load_examples
+    from .tasks import default_task_suite
+
+    examples = default_task_suite() if args.tasks == "default" else load_examples(args.tasks)
+    try:
+        from langchain_openai import ChatOpenAI
+
+        from crescade_langchain.calibration import collect_records
+    except ImportError as exc:
+        raise CrescadeError(f"crescade collect needs langchain-openai and langchain-core ({exc.name} is missing): "
+                            "pip install 'crescade[langchain]' langchain-openai") from None
+
+    def pool(urls: dict[str, str], api_key: str) -> dict[str, Any]:
+        return {m: ChatOpenAI(base_url=url, api_key=api_key, model=m, temperature=0, max_tokens=args.max_tokens,
+                              logprobs=True, stream_usage=True, timeout=args.timeout) for m, url in urls.items()}
+
+    def run(models: dict[str, Any], prices: dict[str, ModelCard]) -> int:
+        report = collect_records(models, examples, args.out, prices=prices, concurrency=args.concurrency,
+                                 system_prompt=args.system, progress=_progress(args))
+        print(json.dumps(json_safe(report.to_dict()), indent=2))
+        return 0 if not report.failed else 1
+
+    if args.local:
+        from . import local
+
+        prices = load_prices(args.prices) if args.prices else local.proxy_prices(args.local)
+        with local.LocalServers(args.local, cache_dir=args.cache_dir) as servers:
+            return run(pool({m: servers.base_url(m) for m in args.local}, "sk-local"), prices)
+    if not (args.base_url and args.models and args.prices):
+        raise CrescadeError("give --local NAME... (local llama.cpp models), or --base-url URL --models NAME... "
+                            "--prices P for an OpenAI-compatible endpoint")
+    key = os.environ.get(args.api_key_env, "sk-none")
+    return run(pool(dict.fromkeys(args.models, args.base_url), key), load_prices(args.prices))
+
+
 def cmd_local(args: argparse.Namespace) -> int:
     """``crescade local install|up|down|status``: the real local models (see :mod:`crescade.local`)."""
     from . import local
@@ -555,6 +593,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="(default 0.98)")
     p.add_argument("--bootstrap", type=_count, default=1000, metavar="N", help="(default 1000)")
     _add_cascade_options(p)
+
+    p = add("collect", cmd_collect, "ask chat models every task, grade, append records (resumable)")
+    p.add_argument("tasks", metavar="TASKS", help="labelled examples JSONL (python -m crescade.tasks writes one), "
+                   "or 'default' for the generated suite")
+    p.add_argument("-o", "--out", required=True, metavar="RECORDS.jsonl", help="append-only record file")
+    p.add_argument("--local", nargs="+", metavar="NAME", help="local llama.cpp models to start and ask "
+                   "(installed with 'crescade local install')")
+    p.add_argument("--cache-dir", metavar="DIR", help="local model cache (with --local)")
+    p.add_argument("--base-url", metavar="URL", help="an OpenAI-compatible endpoint instead of --local")
+    p.add_argument("--models", nargs="+", metavar="NAME", help="model names at --base-url")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
+                   help="environment variable holding the API key (never written anywhere)")
+    p.add_argument("--prices", metavar="P", help="prices JSON (default with --local: compute proxies)")
+    p.add_argument("--max-tokens", type=_count, default=320, metavar="N", help="answer length cap (default 320)")
+    p.add_argument("--concurrency", type=_count, default=1, metavar="N", help="calls at once (default 1)")
+    p.add_argument("--timeout", type=float, default=120.0, metavar="S", help="per-call timeout (default 120 s)")
+    p.add_argument("--system", metavar="TEXT", help="a system prompt for every call")
 
     p = add("local", cmd_local, "install, start, stop and inspect the real local models (llama.cpp)")
     lsub = p.add_subparsers(dest="local_command", required=True, metavar="ACTION")

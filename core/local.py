@@ -131,6 +131,24 @@ MODELS: dict[str, LocalModel] = {
 #: The cheap and the strong tier: what ``crescade local install`` and ``up`` use by default.
 DEFAULT_MODELS: tuple[str, ...] = ("smollm2-135m", "qwen2.5-coder-1.5b")
 
+#: Dollar-equivalent proxy prices ($ per million input / output tokens) for the local models. Local
+#: inference has no bill; these stand for compute, roughly in proportion to model size and to the
+#: measured time per token here (SmolLM2 ~75 tok/s, Qwen-0.5B ~20, Qwen-1.5B ~13), so that the cascade's
+#: cost axis means "compute spent". Replace them with real prices for hosted models.
+PROXY_PRICES: dict[str, tuple[float, float]] = {
+    "smollm2-135m": (0.02, 0.1),
+    "qwen2.5-coder-0.5b": (0.06, 0.25),
+    "qwen2.5-coder-1.5b": (0.15, 0.6),
+}
+
+
+def proxy_prices(names: Iterable[str]) -> dict[str, Any]:
+    """:class:`~crescade.pricing.ModelCard` proxies for local models (see :data:`PROXY_PRICES`)."""
+    from .pricing import ModelCard
+
+    return {n: ModelCard(name=n, input_per_mtok=PROXY_PRICES[_model(n).name][0],
+                         output_per_mtok=PROXY_PRICES[_model(n).name][1]) for n in names}
+
 
 def _say(message: str, progress: bool) -> None:
     if progress:
