@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import re
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from langchain.agents import create_agent
@@ -44,17 +44,17 @@ from langchain_core.runnables import Runnable
 from langchain_core.tools import tool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from crescade import Cascade, ModelCard, Outcomes, Record
+from crescade import Record
 from crescade_langchain import CascadeChatModel
 
-QUESTIONS = ("What is the capital of Japan?", "What is 17 plus 25?", "What is 6 times 7?")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for _shared, from any working directory
+from _shared import AGENT_QUESTIONS, add_common_args, api_key, calibrate_and_report, choose_models, record, tier_lines
+
 SYSTEM = "You are a helpful assistant. Use the tools for arithmetic. Answer in one short sentence."
 CAPITALS = {
     "France": "Paris", "Japan": "Tokyo", "Italy": "Rome", "Spain": "Madrid", "Germany": "Berlin",
     "Egypt": "Cairo", "Canada": "Ottawa", "Kenya": "Nairobi", "Peru": "Lima", "Norway": "Oslo",
 }
-#: Offline stand-ins and their (made-up) prices in $ per million tokens.
-OFFLINE_PRICES = {"small": 0.2, "large": 5.0}
 HEDGE = "I'm not sure, but it might be {x}."
 _ARITH = re.compile(r"(-?\d+)\s*(plus|\+|times|\*|x)\s*(-?\d+)", re.I)
 
@@ -150,13 +150,12 @@ def offline_models() -> dict[str, BaseChatModel]:
     return {"small": ScriptedChatModel(model_name="small", weak=True), "large": ScriptedChatModel(model_name="large")}
 
 
-def openai_models(base_url: str, cheap: str, strong: str, api_key: str | None) -> dict[str, BaseChatModel]:
+def openai_models(base_url: str, cheap: str, strong: str, key: str | None) -> dict[str, BaseChatModel]:
     try:
         from langchain_openai import ChatOpenAI  # only needed with --base-url
     except ImportError:
         sys.exit("error: --base-url needs langchain-openai (pip install langchain-openai)")
-    key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
-    return {name: ChatOpenAI(model=name, base_url=base_url, api_key=key, temperature=0)  # type: ignore[arg-type]
+    return {name: ChatOpenAI(model=name, base_url=base_url, api_key=api_key(key), temperature=0)  # type: ignore[arg-type]
             for name in (cheap, strong)}
 
 
@@ -180,20 +179,8 @@ def generated_records(cheap: str, strong: str, prices: dict[str, float], n: int 
             good, wrong = f"The answer is {calc[3]}.", str(calc[3] + rng.choice([-1, 1, 10]))
         for model in (cheap, strong):
             ok = rng.random() < accuracy[model][kind]
-            text = good if ok else HEDGE.format(x=wrong)
-            n_in, n_out = len(prompt) // 4, max(1, len(text) // 4)
-            card = ModelCard(name=model, input_per_mtok=prices[model], output_per_mtok=prices[model])
-            records.append(Record(prompt_id=f"q{i:03d}", prompt=prompt, model=model, response=text,
-                                  correct=float(ok), input_tokens=n_in, output_tokens=n_out,
-                                  cost_usd=card.cost(n_in, n_out), task=kind))
+            records.append(record(i, prompt, model, good if ok else HEDGE.format(x=wrong), ok, prices, kind))
     return records
-
-
-def calibrate(cheap: str, strong: str, prices: dict[str, float]) -> Cascade:
-    cards = {m: ModelCard(name=m, input_per_mtok=p, output_per_mtok=p) for m, p in prices.items()}
-    outcomes = Outcomes.from_records(generated_records(cheap, strong, prices))
-    return Cascade(quality_target=0.95, n_clusters=2, max_depth=2, n_folds=3, random_state=0,
-                   progress=False).fit(outcomes, prices=cards)
 
 
 # ---------------------------------------------------------------------------------------------- output
@@ -211,52 +198,25 @@ def describe_turn(i: int, message: AIMessage) -> list[str]:
     if acc.get("floor"):
         route += f" (conversation floor: {acc['floor']})"
     lines.append(f"          {route}" + (" (escalated)" if acc["escalated"] else ""))
-    for t in acc["tiers"]:
-        p = "-" if t.get("p") is None else f"{t['p']:.3f}"
-        verdict = t["reason"] if t["reason"].startswith("accepted") else (
-            f"accepted ({t['reason']})" if t["accepted"] else f"rejected ({t['reason']})")
-        lines.append(f"          tier {t['tier']} {t['model']:<8} p={p:<6} {t['input_tokens']}+{t['output_tokens']} tok"
-                     f"  ${t['cost_usd']:.8f}  {verdict}")
-    tot = acc["totals"]
-    lines.append(f"          total {tot['input_tokens']}+{tot['output_tokens']} tok  ${tot['cost_usd']:.8f}")
-    return lines
+    return [*lines, *tier_lines(acc, "          ")]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--base-url", help="an OpenAI-compatible server (default: offline scripted models)")
-    ap.add_argument("--cheap", help="cheap model name on the server (with --base-url)")
-    ap.add_argument("--strong", help="strong model name on the server (with --base-url)")
-    ap.add_argument("--api-key", help="API key for the server (default: $OPENAI_API_KEY or a placeholder)")
-    ap.add_argument("--artifact", help="load a saved cascade instead of calibrating one on generated records")
-    ap.add_argument("--save-artifact", metavar="DIR", help="save the calibrated cascade to DIR")
-    ap.add_argument("--question", action="append", help="a question to ask (repeatable)")
+    add_common_args(ap, "offline scripted models")
     args = ap.parse_args(argv)
-
-    if args.base_url:
-        if not (args.cheap and args.strong):
-            ap.error("--base-url needs --cheap NAME and --strong NAME")
-        models = openai_models(args.base_url, args.cheap, args.strong, args.api_key)
-        prices = {args.cheap: OFFLINE_PRICES["small"], args.strong: OFFLINE_PRICES["large"]}
-        cheap, strong = args.cheap, args.strong
-    else:
-        if args.cheap or args.strong:
-            ap.error("--cheap/--strong need --base-url")
-        models, prices, cheap, strong = offline_models(), dict(OFFLINE_PRICES), "small", "large"
+    models, prices, cheap, strong = choose_models(ap, args, offline_models, openai_models)
 
     if args.artifact:
         llm = CascadeChatModel.from_artifact(args.artifact, models=models)
         print(f"loaded cascade from {args.artifact}")
     else:
-        cascade = calibrate(cheap, strong, prices)
-        print(f"calibrated a cascade over {cheap} -> {strong} on generated records")
-        if args.save_artifact:
-            cascade.save(args.save_artifact)
-            print(f"saved cascade to {args.save_artifact}")
+        records = generated_records(cheap, strong, prices)
+        cascade = calibrate_and_report(records, prices, cheap, strong, args.save_artifact)
         llm = CascadeChatModel(models=models, cascade=cascade)
 
     agent = create_agent(llm, tools=[add, multiply], system_prompt=SYSTEM)
-    for question in args.question or QUESTIONS:
+    for question in args.question or AGENT_QUESTIONS:
         print(f"\nQ: {question}")
         state = agent.invoke({"messages": [HumanMessage(question)]})
         turns = [m for m in state["messages"][1:] if isinstance(m, (AIMessage, ToolMessage))]

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from llama_index.core.agent.workflow import AgentOutput, AgentStream, FunctionAgent
@@ -43,12 +43,13 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.tools import FunctionTool
 
-from crescade import Cascade, ModelCard, Outcomes, Record
+from crescade import Record
 from crescade_llamaindex import CascadeLLM
 
-QUESTIONS = ("What is the capital of Japan?", "What is 17 plus 25?", "What is 6 times 7?")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for _shared, from any working directory
+from _shared import AGENT_QUESTIONS, add_common_args, api_key, calibrate_and_report, choose_models, record
+
 FACTS = {"japan": "The capital of Japan is Tokyo.", "france": "The capital of France is Paris."}
-OFFLINE_PRICES = {"small": 0.2, "large": 5.0}
 NUMBER_WORDS = {6: "six", 7: "seven", 17: "seventeen", 25: "twenty-five"}
 
 
@@ -171,21 +172,20 @@ def offline_llms() -> dict[str, LLM]:
     return {"small": ScriptedLLM(model_name="small", words_for_numbers=True), "large": ScriptedLLM(model_name="large")}
 
 
-def openai_like_llms(base_url: str, cheap: str, strong: str, api_key: str | None) -> dict[str, LLM]:
+def openai_like_llms(base_url: str, cheap: str, strong: str, key: str | None) -> dict[str, LLM]:
     try:
         from llama_index.llms.openai_like import OpenAILike  # only needed with --base-url
     except ImportError:
         sys.exit("error: --base-url needs llama-index-llms-openai-like (pip install llama-index-llms-openai-like)")
-    key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
-    return {name: OpenAILike(model=name, api_base=base_url, api_key=key, is_chat_model=True,
+    return {name: OpenAILike(model=name, api_base=base_url, api_key=api_key(key), is_chat_model=True,
                              is_function_calling_model=True, context_window=4096, temperature=0)
             for name in (cheap, strong)}
 
 
-def calibrate(cheap: str, strong: str, prices: dict[str, float], n: int = 120, seed: int = 0) -> Cascade:
-    """A stand-in calibration on generated records: the cheap model is good at facts, weak at arithmetic."""
+def generated_records(cheap: str, strong: str, prices: dict[str, float], n: int = 120,
+                      seed: int = 0) -> list[Record]:
+    """Stand-in outcomes for calibration: the cheap model is good at facts, weak at arithmetic."""
     rng = random.Random(seed)
-    cards = {m: ModelCard(name=m, input_per_mtok=p, output_per_mtok=p) for m, p in prices.items()}
     accuracy = {cheap: {"fact": 0.95, "math": 0.4}, strong: {"fact": 0.97, "math": 0.95}}
     records = []
     for i in range(n):
@@ -197,12 +197,8 @@ def calibrate(cheap: str, strong: str, prices: dict[str, float], n: int = 120, s
             ok = rng.random() < accuracy[model][kind]
             text = "The capital is Tokyo." if ok and kind == "fact" else f"The answer is {a + b}." if ok else \
                 "I'm not sure."
-            n_in, n_out = len(prompt) // 4, max(1, len(text) // 4)
-            records.append(Record(prompt_id=f"q{i:03d}", prompt=prompt, model=model, response=text, correct=float(ok),
-                                  input_tokens=n_in, output_tokens=n_out, cost_usd=cards[model].cost(n_in, n_out),
-                                  task=kind))
-    return Cascade(quality_target=0.95, n_clusters=2, max_depth=2, n_folds=3, random_state=0,
-                   progress=False).fit(Outcomes.from_records(records), prices=cards)
+            records.append(record(i, prompt, model, text, ok, prices, kind))
+    return records
 
 
 def describe(account: dict[str, Any]) -> str:
@@ -232,35 +228,21 @@ async def ask(agent: FunctionAgent, question: str, stream: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--base-url", help="an OpenAI-compatible server (default: offline scripted LLMs)")
-    ap.add_argument("--cheap", help="cheap model name on the server (with --base-url)")
-    ap.add_argument("--strong", help="strong model name on the server (with --base-url)")
-    ap.add_argument("--api-key", help="API key for the server (default: $OPENAI_API_KEY or a placeholder)")
-    ap.add_argument("--artifact", help="load a saved cascade instead of calibrating one on generated records")
-    ap.add_argument("--question", action="append", help="a question to ask (repeatable)")
+    add_common_args(ap, "offline scripted LLMs", save_artifact=False)
     ap.add_argument("--stream", action="store_true", help="stream the LLM turns")
     args = ap.parse_args(argv)
-    if args.base_url:
-        if not (args.cheap and args.strong):
-            ap.error("--base-url needs --cheap NAME and --strong NAME")
-        llms = openai_like_llms(args.base_url, args.cheap, args.strong, args.api_key)
-        prices = {args.cheap: OFFLINE_PRICES["small"], args.strong: OFFLINE_PRICES["large"]}
-        cheap, strong = args.cheap, args.strong
-    else:
-        if args.cheap or args.strong:
-            ap.error("--cheap/--strong need --base-url")
-        llms, prices, cheap, strong = offline_llms(), dict(OFFLINE_PRICES), "small", "large"
+    llms, prices, cheap, strong = choose_models(ap, args, offline_llms, openai_like_llms)
     if args.artifact:
         llm = CascadeLLM.from_artifact(args.artifact, llms=llms)
         print(f"loaded cascade from {args.artifact}")
     else:
-        llm = CascadeLLM(llms=llms, cascade=calibrate(cheap, strong, prices))
-        print(f"calibrated a cascade over {cheap} -> {strong} on generated records")
+        cascade = calibrate_and_report(generated_records(cheap, strong, prices), prices, cheap, strong)
+        llm = CascadeLLM(llms=llms, cascade=cascade)
     agent = FunctionAgent(tools=[FunctionTool.from_defaults(add), FunctionTool.from_defaults(multiply)], llm=llm,
                           streaming=args.stream, system_prompt="Use the tools for arithmetic.")
 
     async def run_all() -> None:
-        for q in args.question or QUESTIONS:
+        for q in args.question or AGENT_QUESTIONS:
             await ask(agent, q, args.stream)
 
     asyncio.run(run_all())
