@@ -13,7 +13,8 @@ Families (``FAMILIES``), roughly from easy to hard for small models:
 * ``date_arithmetic`` — the weekday N days after a dated weekday; the days between two dates of one year.
 * ``python_function`` — write a small function; graded by hidden ``assert`` tests (``code_tests``).
 
-Every prompt ends with its answer-format instruction (``End your reply with a final line 'Answer: <...>'``, or
+Every prompt ends with its answer-format instruction (``Work it out step by step, then end your reply with a
+final line 'Answer: <...>'``, or
 for code ``Reply with one ```python code block defining `name`.``). Each :class:`~crescade.collect.Example`
 carries ``task`` = its family and the name of its grader (``numeric``, ``string_exact``, ``string_casefold``,
 ``list_match`` or ``code_tests``; see :mod:`crescade.graders`).
@@ -50,12 +51,15 @@ __all__ = [
 
 DEFAULT_SEED = 2026
 
-NUMBER_FORMAT = "End your reply with a final line 'Answer: <number>'."
-LIST_FORMAT = "End your reply with a final line 'Answer: [<numbers separated by commas>]'."
+# Asking for the working first matters: told only to "end with Answer:", small models answer at once and
+# multi-step problems fail (a recorded run: Qwen2.5-Coder-1.5B 2/20 on arith_multi_step that way).
+NUMBER_FORMAT = "Work it out step by step, then end your reply with a final line 'Answer: <number>'."
+LIST_FORMAT = ("Work it out step by step, then end your reply with a final line "
+               "'Answer: [<numbers separated by commas>]'.")
 
 
 def _text_format(what: str) -> str:
-    return f"End your reply with a final line 'Answer: <{what}>'."
+    return f"Work it out step by step, then end your reply with a final line 'Answer: <{what}>'."
 
 
 def _code_format(name: str) -> str:

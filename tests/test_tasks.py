@@ -137,7 +137,8 @@ def test_prompts_end_with_format_instruction(solved: list[SolvedTask]) -> None:
             name = re.search(r"`(\w+)\(", e.prompt).group(1)  # type: ignore[union-attr]
             assert last == f"Reply with one ```python code block defining `{name}`."
         else:
-            assert last.startswith("End your reply with a final line 'Answer: ") and last.endswith("'.")
+            assert last.startswith("Work it out step by step, then end your reply with a final line 'Answer: ")
+            assert last.endswith("'.")
             assert e.grader in {"numeric", "string_exact", "string_casefold", "list_match"}
             if e.grader == "numeric":
                 assert "<number>" in last
