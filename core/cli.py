@@ -411,17 +411,17 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from .tasks import default_task_suite
 
     examples = default_task_suite() if args.tasks == "default" else load_examples(args.tasks)
-    try:
-        from langchain_openai import ChatOpenAI
-
-        from crescade_langchain.calibration import collect_records
+    try:  # the adapter owns every framework import; the core CLI only calls it
+        from crescade_langchain.calibration import collect_records, openai_compatible_models
     except ImportError as exc:
-        raise CrescadeError(f"crescade collect needs langchain-openai and langchain-core ({exc.name} is missing): "
+        raise CrescadeError(f"crescade collect needs the LangChain adapter ({exc.name} is missing): "
                             "pip install 'crescade[langchain]' langchain-openai") from None
 
     def pool(urls: dict[str, str], api_key: str) -> dict[str, Any]:
-        return {m: ChatOpenAI(base_url=url, api_key=api_key, model=m, temperature=0, max_tokens=args.max_tokens,
-                              logprobs=True, stream_usage=True, timeout=args.timeout) for m, url in urls.items()}
+        try:
+            return openai_compatible_models(urls, api_key=api_key, max_tokens=args.max_tokens, timeout=args.timeout)
+        except ImportError as exc:
+            raise CrescadeError(str(exc)) from None
 
     def run(models: dict[str, Any], prices: dict[str, ModelCard]) -> int:
         report = collect_records(models, examples, args.out, prices=prices, concurrency=args.concurrency,

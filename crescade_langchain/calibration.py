@@ -37,6 +37,19 @@ def _caller(models: Mapping[str, BaseChatModel], system_prompt: str | None) -> A
     return call
 
 
+def openai_compatible_models(urls: Mapping[str, str], *, api_key: str, max_tokens: int = 320,
+                             timeout: float = 120.0) -> dict[str, BaseChatModel]:
+    """``ChatOpenAI`` clients for models behind OpenAI-compatible endpoints (``name -> base URL``), set up
+    for recording: temperature 0, capped length, token logprobs, usage. Needs ``langchain-openai``."""
+    try:
+        from langchain_openai import ChatOpenAI
+    except ImportError as exc:
+        raise ImportError("recording from OpenAI-compatible endpoints needs langchain-openai: "
+                          "pip install langchain-openai") from exc
+    return {m: ChatOpenAI(base_url=url, api_key=api_key, model=m, temperature=0, max_tokens=max_tokens,  # type: ignore[arg-type]
+                          logprobs=True, stream_usage=True, timeout=timeout) for m, url in urls.items()}
+
+
 def collect_records(
     models: Mapping[str, BaseChatModel], examples: Sequence[Example], out: str | Path, *,
     prices: Mapping[str, ModelCard], concurrency: int = 4, system_prompt: str | None = None,
