@@ -10,6 +10,8 @@ escalation really happen (fitted: geography and finance start at ``cheap``, chem
 from __future__ import annotations
 
 import functools
+import re
+from typing import Any
 
 import numpy as np
 
@@ -73,3 +75,37 @@ def fitted_cascade() -> Cascade:
     """Fitted once per process (~2 s); callers must not mutate it."""
     return Cascade(quality_target=0.97, n_clusters=3, n_folds=3, max_depth=3, random_state=0,
                    progress=False).fit(Outcomes.from_records(records()), prices=cards())
+
+
+# --- scripted tool-calling children (both adapters' fakes fill tool arguments the same way) ---
+
+
+def fill_args(schema: dict[str, Any], query: str) -> Any:
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "string")
+    if kind is None and isinstance(schema.get("anyOf"), list):
+        return fill_args(next((s for s in schema["anyOf"] if s.get("type") != "null"), {}), query)
+    if kind == "integer":
+        m = re.search(r"-?\d+", query)
+        return int(m.group()) if m else 1
+    if kind == "number":
+        m = re.search(r"-?\d+(?:\.\d+)?", query)
+        return float(m.group()) if m else 1.0
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        return []
+    if kind == "object":
+        return {k: fill_args(v, query) for k, v in (schema.get("properties") or {}).items()
+                if k in (schema.get("required") or ())}
+    m = re.search(r"'([^']+)'|\"([^\"]+)\"", query)
+    return (m.group(1) or m.group(2)) if m else "scripted"
+
+
+def violate_args(schema: dict[str, Any]) -> Any:
+    """A value that breaks ``schema``'s type."""
+    kind = schema.get("type")
+    return "not a number" if kind in ("integer", "number", "boolean") else 12345

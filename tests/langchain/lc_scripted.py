@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, Literal
 
+from adapter_records import fill_args, violate_args
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
@@ -37,37 +38,6 @@ def _text(msg: BaseMessage) -> str:
         return content
     return " ".join(p if isinstance(p, str) else str(p.get("text", "")) for p in content
                     if isinstance(p, str) or p.get("type") == "text")
-
-
-def _fill(schema: dict[str, Any], query: str) -> Any:
-    if "enum" in schema:
-        return schema["enum"][0]
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "string")
-    if kind is None and isinstance(schema.get("anyOf"), list):
-        return _fill(next((s for s in schema["anyOf"] if s.get("type") != "null"), {}), query)
-    if kind == "integer":
-        m = re.search(r"-?\d+", query)
-        return int(m.group()) if m else 1
-    if kind == "number":
-        m = re.search(r"-?\d+(?:\.\d+)?", query)
-        return float(m.group()) if m else 1.0
-    if kind == "boolean":
-        return True
-    if kind == "array":
-        return []
-    if kind == "object":
-        return {k: _fill(v, query) for k, v in (schema.get("properties") or {}).items()
-                if k in (schema.get("required") or ())}
-    m = re.search(r"'([^']+)'|\"([^\"]+)\"", query)
-    return (m.group(1) or m.group(2)) if m else "scripted"
-
-
-def _violate(schema: dict[str, Any]) -> Any:
-    """A value that breaks ``schema``'s type."""
-    kind = schema.get("type")
-    return "not a number" if kind in ("integer", "number", "boolean") else 12345
 
 
 class ScriptedChatModel(BaseChatModel):
@@ -154,7 +124,7 @@ class ScriptedChatModel(BaseChatModel):
             name = next((x for x in names if x in query), names[0])
         schema = next(t for t in tools if t["function"]["name"] == name)["function"].get("parameters") or {}
         props = schema.get("properties") or {}
-        args = {k: _fill(v, query) for k, v in props.items() if k in (schema.get("required") or ())}
+        args = {k: fill_args(v, query) for k, v in props.items() if k in (schema.get("required") or ())}
         call_id = f"call_{self.model_name}_{n}"
         if self.tool_args == "unparseable":
             return AIMessage(content="", invalid_tool_calls=[
@@ -163,7 +133,7 @@ class ScriptedChatModel(BaseChatModel):
         if self.tool_args == "schema_violation":
             if args:
                 key = next(iter(args))
-                args[key] = _violate(props[key])
+                args[key] = violate_args(props[key])
             else:
                 name = f"{name}_not_a_tool"
         return AIMessage(content="", tool_calls=[{"name": name, "args": args, "id": call_id, "type": "tool_call"}])

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from typing import Any, Literal
 
+from adapter_records import fill_args, violate_args
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
@@ -34,36 +35,6 @@ from pydantic import Field
 
 class ProviderError(RuntimeError):
     """What a scripted LLM raises when told to fail (stands for a timeout, 429 or 5xx)."""
-
-
-def _fill(schema: dict[str, Any], query: str) -> Any:
-    if "enum" in schema:
-        return schema["enum"][0]
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "string")
-    if kind is None and isinstance(schema.get("anyOf"), list):
-        return _fill(next((s for s in schema["anyOf"] if s.get("type") != "null"), {}), query)
-    if kind == "integer":
-        m = re.search(r"-?\d+", query)
-        return int(m.group()) if m else 1
-    if kind == "number":
-        m = re.search(r"-?\d+(?:\.\d+)?", query)
-        return float(m.group()) if m else 1.0
-    if kind == "boolean":
-        return True
-    if kind == "array":
-        return []
-    if kind == "object":
-        return {k: _fill(v, query) for k, v in (schema.get("properties") or {}).items()
-                if k in (schema.get("required") or ())}
-    m = re.search(r"'([^']+)'|\"([^\"]+)\"", query)
-    return (m.group(1) or m.group(2)) if m else "scripted"
-
-
-def _violate(schema: dict[str, Any]) -> Any:
-    kind = schema.get("type")
-    return "not a number" if kind in ("integer", "number", "boolean") else 12345
 
 
 def _role(m: ChatMessage) -> str:
@@ -149,7 +120,7 @@ class ScriptedLLM(FunctionCallingLLM):
                                                                                names[0])
         schema = next(t for t in tools if t.metadata.name == name).metadata.get_parameters_dict()
         props = schema.get("properties") or {}
-        args = {k: _fill(v, query) for k, v in props.items() if k in (schema.get("required") or ())}
+        args = {k: fill_args(v, query) for k, v in props.items() if k in (schema.get("required") or ())}
         call_id = f"call_{self.model_name}_{n}"
         kwargs: dict[str, Any] | str = args
         if self.tool_args == "unparseable":
@@ -157,7 +128,7 @@ class ScriptedLLM(FunctionCallingLLM):
         elif self.tool_args == "schema_violation":
             if args:
                 key = next(iter(args))
-                args[key] = _violate(props[key])
+                args[key] = violate_args(props[key])
             else:
                 name = f"{name}_not_a_tool"
         return ChatMessage(role=MessageRole.ASSISTANT,
