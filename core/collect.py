@@ -574,3 +574,25 @@ async def acollect(
     finally:
         run.close()
     return run.report
+
+
+def fit_on_records(
+    path: str | os.PathLike[str], *, prices: Mapping[str, ModelCard], split: str | None = "train",
+    quality_target: float | None = 0.98, cost_target: float | None = None, progress: bool = True,
+    **cascade_params: Any,
+) -> Any:
+    """Fit a :class:`~crescade.Cascade` on collected records (the adapters' ``calibrate`` ends here).
+
+    Only prompts every model answered are used; with ``split`` set and present in the records, only that
+    split is fitted on (the rest stays for evaluation).
+    """
+    from .cascade import Cascade
+    from .records import Outcomes
+
+    outcomes = Outcomes.load(path, prices=dict(prices), incomplete="drop")
+    if split is not None and split in set(outcomes.splits):
+        outcomes = outcomes.split(split)
+    if outcomes.n_prompts < 10:
+        raise ConfigError(f"only {outcomes.n_prompts} prompt(s) were answered by every model; need at least 10")
+    return Cascade(quality_target=quality_target, cost_target=cost_target, progress=progress,
+                   **cascade_params).fit(outcomes, prices)

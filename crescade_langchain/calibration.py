@@ -15,9 +15,8 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from crescade import Answer, Cascade, Outcomes
-from crescade.collect import CollectReport, Example, collect
-from crescade.errors import ConfigError
+from crescade import Answer
+from crescade.collect import CollectReport, Example, collect, fit_on_records
 from crescade.pricing import ModelCard
 
 from ._messages import answer_from_message
@@ -75,11 +74,6 @@ def calibrate(
 
     collect_records(models, examples, out, prices=prices, concurrency=concurrency,
                     system_prompt=system_prompt, progress=progress)
-    outcomes = Outcomes.load(out, prices=dict(prices), incomplete="drop")
-    if split is not None and split in set(outcomes.splits):
-        outcomes = outcomes.split(split)
-    if outcomes.n_prompts < 10:
-        raise ConfigError(f"only {outcomes.n_prompts} prompt(s) were answered by every model; need at least 10")
-    cascade = Cascade(quality_target=quality_target, cost_target=cost_target, progress=progress,
-                      **cascade_params).fit(outcomes, prices)
+    cascade = fit_on_records(out, prices=prices, split=split, quality_target=quality_target,
+                             cost_target=cost_target, progress=progress, **cascade_params)
     return CascadeChatModel(models=dict(models), cascade=cascade, prices=dict(prices))

@@ -15,9 +15,8 @@ from typing import Any
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.llms.llm import LLM
 
-from crescade import Answer, Cascade, Outcomes
-from crescade.collect import CollectReport, Example, collect
-from crescade.errors import ConfigError
+from crescade import Answer
+from crescade.collect import CollectReport, Example, collect, fit_on_records
 from crescade.pricing import ModelCard
 
 from ._messages import answer_from_response, buffer_string
@@ -61,11 +60,6 @@ def calibrate(
 
     collect_records(llms, examples, out, prices=prices, concurrency=concurrency,
                     system_prompt=system_prompt, progress=progress)
-    outcomes = Outcomes.load(out, prices=dict(prices), incomplete="drop")
-    if split is not None and split in set(outcomes.splits):
-        outcomes = outcomes.split(split)
-    if outcomes.n_prompts < 10:
-        raise ConfigError(f"only {outcomes.n_prompts} prompt(s) were answered by every LLM; need at least 10")
-    cascade = Cascade(quality_target=quality_target, cost_target=cost_target, progress=progress,
-                      **cascade_params).fit(outcomes, prices)
+    cascade = fit_on_records(out, prices=prices, split=split, quality_target=quality_target,
+                             cost_target=cost_target, progress=progress, **cascade_params)
     return CascadeLLM(llms=dict(llms), cascade=cascade, prices=dict(prices))
