@@ -419,13 +419,14 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
     def pool(urls: dict[str, str], api_key: str) -> dict[str, Any]:
         try:
-            return openai_compatible_models(urls, api_key=api_key, max_tokens=args.max_tokens, timeout=args.timeout)
+            return openai_compatible_models(urls, api_key=api_key, max_tokens=args.max_tokens, timeout=args.timeout,
+                                            logprobs=args.logprobs)
         except ImportError as exc:
             raise CrescadeError(str(exc)) from None
 
     def run(models: dict[str, Any], prices: dict[str, ModelCard]) -> int:
         report = collect_records(models, examples, args.out, prices=prices, concurrency=args.concurrency,
-                                 system_prompt=args.system, progress=_progress(args))
+                                 system_prompt=args.system, progress=_progress(args), stream=not args.no_stream)
         print(json.dumps(json_safe(report.to_dict()), indent=2))
         return 0 if not report.failed else 1
 
@@ -610,6 +611,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=_count, default=1, metavar="N", help="calls at once (default 1)")
     p.add_argument("--timeout", type=float, default=120.0, metavar="S", help="per-call timeout (default 120 s)")
     p.add_argument("--system", metavar="TEXT", help="a system prompt for every call")
+    p.add_argument("--logprobs", action="store_true",
+                   help="ask for token logprobs (a QE feature; ~3x slower on llama.cpp's server)")
+    p.add_argument("--no-stream", action="store_true",
+                   help="call without streaming (records latency only, no TTFT/TPOT)")
 
     p = add("local", cmd_local, "install, start, stop and inspect the real local models (llama.cpp)")
     lsub = p.add_subparsers(dest="local_command", required=True, metavar="ACTION")

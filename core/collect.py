@@ -305,7 +305,7 @@ class _Collection:
         if not isinstance(answer.text, str):
             raise TypeError(f"Answer.text is {type(answer.text).__name__}, expected str")
         correct = _grade_value(self.graders[example.grader](answer.text, example.reference))
-        n_in, n_out, _ = resolve_usage(
+        n_in, n_out, counted = resolve_usage(
             prompt_text=example.prompt, response_text=answer.text,
             input_tokens=answer.input_tokens, output_tokens=answer.output_tokens, model=model,
         )
@@ -320,6 +320,7 @@ class _Collection:
             tpot_s=_measure(answer.tpot_s, "tpot_s", nonneg=True),
             logprob_mean=_measure(answer.logprob_mean, "logprob_mean", nonneg=False),
             finish_reason=finish,
+            usage_source=answer.usage_source if counted == "provider" else counted,
         )
 
 

@@ -2,7 +2,9 @@
 
 Files are CSV or JSONL, optionally gzip-compressed (``.csv``, ``.csv.gz``, ``.jsonl``, ``.jsonl.gz``).
 Required columns: ``prompt_id, prompt, model, response, correct, input_tokens, output_tokens, cost_usd``;
-optional: ``task, split, latency_s, ttft_s, tpot_s, logprob_mean, finish_reason``; others are ignored.
+optional: ``task, split, latency_s, ttft_s, tpot_s, logprob_mean, finish_reason, usage_source``; others are
+ignored. ``usage_source`` says where the token counts came from: ``provider`` (reported by the API),
+``tiktoken`` (counted) or ``estimate`` (approximated, e.g. from streamed chunks).
 Every problem in a file raises :class:`~crescade.errors.RecordsError` naming the file, line and column.
 An empty optional cell is read as ``None``.
 """
@@ -44,15 +46,17 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
     "prompt_id", "prompt", "model", "response", "correct", "input_tokens", "output_tokens", "cost_usd",
 )
 OPTIONAL_COLUMNS: tuple[str, ...] = (
-    "task", "split", "latency_s", "ttft_s", "tpot_s", "logprob_mean", "finish_reason",
+    "task", "split", "latency_s", "ttft_s", "tpot_s", "logprob_mean", "finish_reason", "usage_source",
 )
+USAGE_SOURCES: frozenset[str] = frozenset({"provider", "tiktoken", "estimate"})
 # Column order used when writing (matches the shared data files).
 _WRITE_ORDER: tuple[str, ...] = (
     "prompt_id", "task", "split", "prompt", "model", "response", "correct", "input_tokens",
     "output_tokens", "cost_usd", "latency_s", "ttft_s", "tpot_s", "logprob_mean", "finish_reason",
+    "usage_source",
 )
 _OPTIONAL_FLOATS = ("latency_s", "ttft_s", "tpot_s", "logprob_mean")
-_OPTIONAL_STRS = ("task", "split", "finish_reason")
+_OPTIONAL_STRS = ("task", "split", "finish_reason", "usage_source")
 _NONNEG_FLOATS = frozenset({"latency_s", "ttft_s", "tpot_s"})
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -78,6 +82,7 @@ class Record:
     tpot_s: float | None = None
     logprob_mean: float | None = None
     finish_reason: str | None = None
+    usage_source: str | None = None
 
 
 # --------------------------------------------------------------------------- value parsing
@@ -198,7 +203,10 @@ def _parse_row(
         v = get(col)
         if _blank(v):
             continue
-        opt[col] = _to_str(v, col, loc, allow_int=col != "finish_reason")
+        opt[col] = _to_str(v, col, loc, allow_int=col in ("task", "split"))
+    if opt.get("usage_source", "provider") not in USAGE_SOURCES:
+        raise loc.error(f"must be one of {', '.join(sorted(USAGE_SOURCES))}, got {opt['usage_source']!r}",
+                        "usage_source")
     return Record(pid, prompt, model, response, correct, n_in, n_out, cost, **opt)
 
 

@@ -23,6 +23,8 @@ from crescade.decisions import Answer, UsageSource
 from crescade.jsonschema_lite import schema_errors
 from crescade.tokens import resolve_usage
 
+from ._stream import LiveStream
+
 __all__ = [
     "answer_from_message",
     "as_chunk",
@@ -187,12 +189,11 @@ def answer_from_message(
     tools: Sequence[Mapping[str, Any]],
     tool_choice: Any,
     *,
-    stream_times: tuple[float, float | None, float | None] | None = None,
+    live: LiveStream | None = None,
 ) -> Answer:
     """The core's view of one tier's message: text, usage (provider, else counted and marked), finish
-    reason, mean token logprob, tool-call validity and, for a streamed call, measured TTFT and TPOT.
-
-    ``stream_times`` is ``(t_start, t_first_token, t_last_token)`` of a streamed call.
+    reason, mean token logprob, tool-call validity and, for a streamed call (``live``), measured TTFT
+    and TPOT. A stream without usage has its output counted as its content chunks (marked ``estimate``).
     """
     text = message_text(msg)
     usage = msg.usage_metadata
@@ -200,17 +201,18 @@ def answer_from_message(
     if usage and isinstance(usage.get("input_tokens"), int) and isinstance(usage.get("output_tokens"), int):
         n_in, n_out = int(usage["input_tokens"]), int(usage["output_tokens"])
     else:
+        chunks = live.n_output if live is not None and live.n_output > 1 else None
         n_in, n_out, source = resolve_usage(
             prompt_text=get_buffer_string(list(prompt)), response_text=text,
-            input_tokens=None, output_tokens=None, model=model)
+            input_tokens=None, output_tokens=chunks, model=model)
+        if chunks is not None:
+            source = "estimate"
     problems = tool_call_problems(msg, tools, tool_choice)
     ttft = tpot = None
-    if stream_times is not None:
-        t0, t_first, t_last = stream_times
-        if t_first is not None:
-            ttft = t_first - t0
-            if t_last is not None and n_out > 1:
-                tpot = (t_last - t_first) / (n_out - 1)
+    if live is not None and live.t_first is not None:
+        ttft = live.t_first - live.t0
+        if live.t_last is not None and n_out > 1:
+            tpot = (live.t_last - live.t_first) / (n_out - 1)
     return Answer(
         text=text, model=model, input_tokens=n_in, output_tokens=n_out, usage_source=source,
         finish_reason=_finish_reason(msg.response_metadata), logprob_mean=_logprob_mean(msg.response_metadata),

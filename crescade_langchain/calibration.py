@@ -19,43 +19,65 @@ from crescade import Answer
 from crescade.collect import CollectReport, Example, collect, fit_on_records
 from crescade.pricing import ModelCard
 
-from ._messages import answer_from_message
+from ._messages import answer_from_message, as_chunk
+from ._stream import LiveStream
 
 
-def _caller(models: Mapping[str, BaseChatModel], system_prompt: str | None) -> Any:
+def _caller(models: Mapping[str, BaseChatModel], system_prompt: str | None, stream: bool) -> Any:
+    """``call(model, example) -> Answer``; streamed calls measure TTFT and TPOT as well as latency."""
+
     def call(name: str, example: Example) -> Answer:
         messages: list[BaseMessage] = [SystemMessage(system_prompt)] if system_prompt else []
         messages.append(HumanMessage(example.prompt))
         t0 = time.perf_counter()
-        msg = models[name].invoke(messages)
+        live: LiveStream | None = None
+        if stream:
+            live = LiveStream(t0)
+            for chunk in models[name].stream(messages):
+                live.add(as_chunk(chunk))
+            msg: BaseMessage = live.message()
+        else:
+            msg = models[name].invoke(messages)
         elapsed = time.perf_counter() - t0
         if not isinstance(msg, AIMessage):
             raise TypeError(f"{name} returned {type(msg).__name__}, expected an AIMessage")
-        return replace(answer_from_message(name, msg, messages, (), None), latency_s=elapsed)
+        return replace(answer_from_message(name, msg, messages, (), None, live=live), latency_s=elapsed)
 
     return call
 
 
 def openai_compatible_models(urls: Mapping[str, str], *, api_key: str, max_tokens: int = 320,
-                             timeout: float = 120.0) -> dict[str, BaseChatModel]:
+                             timeout: float = 120.0, logprobs: bool = False) -> dict[str, BaseChatModel]:
     """``ChatOpenAI`` clients for models behind OpenAI-compatible endpoints (``name -> base URL``), set up
-    for recording: temperature 0, capped length, token logprobs, usage. Needs ``langchain-openai``."""
+    for recording: temperature 0, capped length, usage and, with ``logprobs=True``, token logprobs (a QE
+    feature). Needs ``langchain-openai``.
+
+    Logprobs are off by default: llama-cpp-python's server computes them in Python per token, which made
+    generation ~3x slower here (SmolLM2 1.3 s -> 3.6 s, Qwen-0.5B 7.1 s -> 20.3 s for the same answer) and
+    would distort the latencies recorded. It also returns none unless ``top_logprobs`` is set, so
+    ``top_logprobs=1`` is sent with them.
+    """
     try:
         from langchain_openai import ChatOpenAI
     except ImportError as exc:
         raise ImportError("recording from OpenAI-compatible endpoints needs langchain-openai: "
                           "pip install langchain-openai") from exc
+    extra: dict[str, Any] = {"logprobs": True, "top_logprobs": 1} if logprobs else {}
     return {m: ChatOpenAI(base_url=url, api_key=api_key, model=m, temperature=0, max_tokens=max_tokens,  # type: ignore[arg-type]
-                          logprobs=True, stream_usage=True, timeout=timeout) for m, url in urls.items()}
+                          stream_usage=True, timeout=timeout, **extra) for m, url in urls.items()}
 
 
 def collect_records(
     models: Mapping[str, BaseChatModel], examples: Sequence[Example], out: str | Path, *,
     prices: Mapping[str, ModelCard], concurrency: int = 4, system_prompt: str | None = None,
-    retries: int = 0, progress: bool = True,
+    retries: int = 0, progress: bool = True, stream: bool = False,
 ) -> CollectReport:
-    """Ask every model every example (skipping pairs already in ``out``), grade, append records."""
-    return collect(examples, _caller(models, system_prompt), list(models), out, prices=prices,
+    """Ask every model every example (skipping pairs already in ``out``), grade, append records.
+
+    With ``stream=True`` each call is streamed, so the records carry measured TTFT and TPOT; where the
+    stream reports no usage (llama.cpp's server), output tokens are its content chunks, marked ``estimate``.
+    """
+    return collect(examples, _caller(models, system_prompt, stream), list(models), out, prices=prices,
                    concurrency=concurrency, retries=retries, progress=progress)
 
 

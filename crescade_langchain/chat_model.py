@@ -24,7 +24,7 @@ from langchain_core.callbacks import (
 )
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.messages.ai import UsageMetadata, add_ai_message_chunks, add_usage
+from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.runnables.config import set_config_context
@@ -42,6 +42,7 @@ from crescade.tokens import count_tokens
 
 from ._callbacks import Parent
 from ._messages import answer_from_message, as_chunk, conversation_floor, render_query
+from ._stream import STRIPPED_CHUNK_METADATA, LiveStream, forwarded
 
 __all__ = ["CascadeChatModel"]
 
@@ -49,7 +50,6 @@ _PARENT_KW = "_crescade_parent"  # private kwarg: the Parent a stream()/astream(
 # The run manager of the current _generate_with_cache call, for its implicit streaming branch, which
 # calls _stream/_astream without one (astream_events, LangGraph "messages" mode).
 _IMPLICIT_RUN: ContextVar[tuple[object, Any] | None] = ContextVar("crescade_implicit_run", default=None)
-_STRIPPED_CHUNK_METADATA = ("model_name", "output_version")
 
 
 @dataclass(frozen=True)
@@ -258,11 +258,10 @@ class CascadeChatModel(BaseChatModel):
             return model.bind_tools(tools, **({"tool_choice": tool_choice} if tool_choice is not None else {}), **kw)
         return model.bind(**kw) if kw else model
 
-    def _answer(self, name: str, msg: BaseMessage, call: _Call,
-                stream_times: tuple[float, float | None, float | None] | None = None) -> Answer:
+    def _answer(self, name: str, msg: BaseMessage, call: _Call, live: LiveStream | None = None) -> Answer:
         if not isinstance(msg, AIMessage):
             raise TypeError(f"chat model {name!r} returned {type(msg).__name__}, expected an AIMessage")
-        return answer_from_message(name, msg, call.messages, call.tools, call.tool_choice, stream_times=stream_times)
+        return answer_from_message(name, msg, call.messages, call.tools, call.tool_choice, live=live)
 
     def _invoke_tier(self, tier: int, name: str, call: _Call) -> BaseMessage:
         child = self._child(name, call.kwargs)
@@ -368,17 +367,17 @@ class CascadeChatModel(BaseChatModel):
                     continue
                 if session.answered(tier, name, answer, time.perf_counter() - t0):
                     first_out = time.perf_counter()
-                    yield ChatGenerationChunk(message=_forwarded(as_chunk(cast(AIMessage, msg))))
+                    yield ChatGenerationChunk(message=forwarded(as_chunk(cast(AIMessage, msg))))
                     break
                 continue
-            live = _LiveStream(t0)
+            live = LiveStream(t0)
             try:
                 for chunk in self._stream_tier(tier, name, call):
                     out = live.add(chunk)
                     if out is not None:
                         first_out = first_out or live.t_first or time.perf_counter()
                         yield ChatGenerationChunk(message=out)
-                answer = self._answer(name, live.message(), call, live.times())
+                answer = self._answer(name, live.message(), call, live)
             except Exception as exc:
                 session.failed(tier, name, exc, time.perf_counter() - t0)
                 break
@@ -406,17 +405,17 @@ class CascadeChatModel(BaseChatModel):
                     continue
                 if session.answered(tier, name, answer, time.perf_counter() - t0):
                     first_out = time.perf_counter()
-                    yield ChatGenerationChunk(message=_forwarded(as_chunk(cast(AIMessage, msg))))
+                    yield ChatGenerationChunk(message=forwarded(as_chunk(cast(AIMessage, msg))))
                     break
                 continue
-            live = _LiveStream(t0)
+            live = LiveStream(t0)
             try:
                 async for chunk in self._astream_tier(tier, name, call):
                     out = live.add(chunk)
                     if out is not None:
                         first_out = first_out or live.t_first or time.perf_counter()
                         yield ChatGenerationChunk(message=out)
-                answer = self._answer(name, live.message(), call, live.times())
+                answer = self._answer(name, live.message(), call, live)
             except Exception as exc:
                 session.failed(tier, name, exc, time.perf_counter() - t0)
                 break
@@ -459,49 +458,6 @@ def _child_name(model: BaseChatModel) -> str:
     return model._llm_type
 
 
-def _has_output(chunk: AIMessageChunk) -> bool:
-    content = chunk.content
-    return bool(content if isinstance(content, str) else any(content)) or bool(chunk.tool_call_chunks)
-
-
-def _forwarded(chunk: AIMessageChunk) -> AIMessageChunk:
-    """A child's chunk as the cascade emits it: no usage, model name, id or stream position of its own."""
-    meta = {k: v for k, v in chunk.response_metadata.items() if k not in _STRIPPED_CHUNK_METADATA}
-    return AIMessageChunk(content=chunk.content, additional_kwargs=dict(chunk.additional_kwargs),
-                          response_metadata=meta, tool_call_chunks=list(chunk.tool_call_chunks), name=chunk.name)
-
-
-class _LiveStream:
-    """Accumulates the last tier's streamed chunks and times its first and last output."""
-
-    def __init__(self, t0: float) -> None:
-        self.t0 = t0
-        self.t_first: float | None = None
-        self.t_last: float | None = None
-        self.chunks: list[AIMessageChunk] = []
-
-    def add(self, chunk: AIMessageChunk) -> AIMessageChunk | None:
-        """Record ``chunk``; return what to forward (``None`` for a chunk that carries nothing of ours)."""
-        self.chunks.append(chunk)
-        if _has_output(chunk):
-            now = time.perf_counter()
-            self.t_first = self.t_first or now
-            self.t_last = now
-        out = _forwarded(chunk)
-        if _has_output(out) or out.response_metadata or out.additional_kwargs:
-            return out
-        return None
-
-    def message(self) -> AIMessageChunk:
-        if not self.chunks:
-            raise ValueError("the chat model's stream returned no chunks")
-        return add_ai_message_chunks(self.chunks[0], *self.chunks[1:], AIMessageChunk(content="",
-                                                                                      chunk_position="last"))
-
-    def times(self) -> tuple[float, float | None, float | None]:
-        return self.t0, self.t_first, self.t_last
-
-
 def _usage_total(result: DispatchResult) -> UsageMetadata:
     """Usage summed over every tier called, rejected ones included (provider details kept)."""
     total: UsageMetadata | None = None
@@ -525,7 +481,7 @@ def _account(result: DispatchResult, call: _Call, *, ttft_s: float | None, strea
 
 def _chat_result(result: DispatchResult, call: _Call, *, ttft_s: float, streamed: bool) -> ChatResult:
     msg = cast(AIMessage, result.answer.payload)
-    meta = {k: v for k, v in msg.response_metadata.items() if k not in _STRIPPED_CHUNK_METADATA}
+    meta = {k: v for k, v in msg.response_metadata.items() if k not in STRIPPED_CHUNK_METADATA}
     meta["model_name"] = result.model
     meta["crescade"] = _account(result, call, ttft_s=ttft_s, streamed=streamed)
     out = AIMessage(content=msg.content, additional_kwargs=dict(msg.additional_kwargs), response_metadata=meta,

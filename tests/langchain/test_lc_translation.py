@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
+import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage, ToolMessage
 
 from crescade.jsonschema_lite import schema_errors
@@ -16,6 +18,7 @@ from crescade_langchain._messages import (
     render_query,
     tool_call_problems,
 )
+from crescade_langchain._stream import LiveStream
 
 POOL = ("cheap", "mid", "strong")
 ADD: dict[str, Any] = {"type": "function", "function": {"name": "add", "description": "add", "parameters": {
@@ -135,11 +138,41 @@ def test_missing_usage_is_counted_and_marked() -> None:
     assert ans.finish_reason == "end_turn"
 
 
+def _live(t0: float, t_first: float, t_last: float, n_output: int) -> LiveStream:
+    live = LiveStream(t0)
+    live.t_first, live.t_last, live.n_output = t_first, t_last, n_output
+    return live
+
+
 def test_streamed_timing() -> None:
     msg = AIMessage(content="a b c", usage_metadata={"input_tokens": 1, "output_tokens": 5, "total_tokens": 6})
-    ans = answer_from_message("cheap", msg, [], [], None, stream_times=(10.0, 10.5, 11.5))
+    ans = answer_from_message("cheap", msg, [], [], None, live=_live(10.0, 10.5, 11.5, 3))
     assert ans.ttft_s == 0.5
-    assert ans.tpot_s == 0.25
+    assert ans.tpot_s == 0.25  # the provider's 5 tokens win over the 3 chunks
+    assert ans.usage_source == "provider"
+
+
+def test_stream_without_usage_counts_output_chunks() -> None:
+    msg = AIMessage(content="one two three four five six")
+    ans = answer_from_message("cheap", msg, [HumanMessage("count")], [], None, live=_live(0.0, 0.2, 2.2, 11))
+    assert ans.output_tokens == 11
+    assert ans.usage_source == "estimate"
+    assert ans.tpot_s == 0.2
+    assert ans.input_tokens and ans.input_tokens > 0
+
+
+def test_live_stream_counts_and_times_output_chunks_only() -> None:
+    live = LiveStream(time.perf_counter())
+    assert live.add(AIMessageChunk(content="", response_metadata={"model_provider": "x"})) is not None
+    assert live.t_first is None and live.n_output == 0
+    for piece in ("Hel", "lo"):
+        out = live.add(AIMessageChunk(content=piece, response_metadata={"model_name": "m"}))
+        assert out is not None and "model_name" not in out.response_metadata
+    assert live.n_output == 2 and live.t_first is not None and live.t_last is not None
+    assert live.t_last >= live.t_first >= live.t0
+    assert live.message().content == "Hello"
+    with pytest.raises(ValueError, match="no chunks"):
+        LiveStream(0.0).message()
 
 
 def test_as_chunk_converts_whole_messages() -> None:
