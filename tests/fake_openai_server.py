@@ -2,8 +2,8 @@
 
 Two models: ``cheap-m`` passes an arithmetic tool call a string where an integer is expected and hedges
 when asked to answer from a context; ``strong-m`` calls tools correctly and quotes the context's first
-line. Both answer a tool result with "The answer is <result>." Streams (SSE) when asked to, with usage
-in a last chunk. Serves in a daemon thread until :meth:`FakeOpenAI.stop`; loopback only.
+line. Both answer a tool result with "The answer is <result>." Streams (SSE) when asked to, one word per
+chunk, with usage in a last chunk (or, with ``stream_usage=False``, none: llama.cpp's server). Serves in a daemon thread until :meth:`FakeOpenAI.stop`; loopback only.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ class _Handler(BaseHTTPRequestHandler):
         deltas += [{"tool_calls": [{"index": i, **c}]} for i, c in enumerate(msg.get("tool_calls") or [])]
         events = [{**chunk, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
         events.append({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
-        events.append({**chunk, "choices": [], "usage": _USAGE})
+        if self.server.stream_usage:  # type: ignore[attr-defined]
+            events.append({**chunk, "choices": [], "usage": _USAGE})
         for event in events:
             self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
         self.wfile.write(b"data: [DONE]\n\n")
@@ -81,9 +82,10 @@ class _Handler(BaseHTTPRequestHandler):
 class FakeOpenAI:
     """The server, started on a free loopback port."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, stream_usage: bool = True) -> None:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.requests = []  # type: ignore[attr-defined]
+        self.httpd.stream_usage = stream_usage  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
         self.thread.start()
 

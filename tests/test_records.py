@@ -490,3 +490,19 @@ def test_shared_routerbench_incomplete() -> None:
     assert (o.n_prompts, o.n_models) == (3150, 11)
     assert len(o.to_records()) == 3150 * 11
     assert np.isfinite(o.cost).all() and set(np.unique(o.correct)) <= {0.0, 1.0}
+
+
+def test_usage_source_round_trips_and_unknown_values_are_rejected(tmp_path: Path) -> None:
+    row = {"prompt_id": "p", "prompt": "q", "model": "m", "response": "a", "correct": 1, "input_tokens": 3,
+           "output_tokens": 4, "cost_usd": 0.0, "usage_source": "estimate"}
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    (rec,) = read_records(good)
+    assert rec.usage_source == "estimate"
+    write_records([rec], tmp_path / "again.jsonl")
+    assert read_records(tmp_path / "again.jsonl")[0].usage_source == "estimate"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({**row, "usage_source": "guess"}) + "\n", encoding="utf-8")
+    with pytest.raises(RecordsError, match="usage_source") as info:
+        read_records(bad)
+    assert "provider" in str(info.value) and "line 1" in str(info.value)
