@@ -3,7 +3,8 @@
 Two models: ``cheap-m`` passes an arithmetic tool call a string where an integer is expected and hedges
 when asked to answer from a context; ``strong-m`` calls tools correctly and quotes the context's first
 line. Both answer a tool result with "The answer is <result>." Streams (SSE) when asked to, one word per
-chunk, with usage in a last chunk (or, with ``stream_usage=False``, none: llama.cpp's server). Serves in a daemon thread until :meth:`FakeOpenAI.stop`; loopback only.
+chunk, with usage in a last chunk (or, with ``stream_usage=False``, none: llama.cpp's server). Serves
+in a daemon thread until :meth:`FakeOpenAI.stop`; loopback only.
 """
 
 from __future__ import annotations
