@@ -350,27 +350,29 @@ class CascadeChatModel(BaseChatModel):
     # ------------------------------------------------------------------ streaming
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        """Earlier tiers are called buffered and judged; an accepted buffered answer is emitted whole, the
-        last tier streams live. The last chunk carries the usage total, model name and account."""
+        """Earlier tiers are streamed into a buffer (timed) and judged; an accepted draft is emitted whole,
+        the last tier streams live. The last chunk carries the usage total, model name and account."""
         t_start = time.perf_counter()
         call = self._prepare(messages, stop, run_manager, kwargs)
         session = self._session(call)
         first_out: float | None = None
         for tier, name, is_last in session.steps():
             t0 = time.perf_counter()
-            if not is_last:
+            live = LiveStream(t0)
+            if not is_last:  # a draft: streamed (so it is timed) but held back until judged
                 try:
-                    msg = self._invoke_tier(tier, name, call)
-                    answer = self._answer(name, msg, call)
+                    for chunk in self._stream_tier(tier, name, call):
+                        live.add(chunk)
+                    msg = live.message()
+                    answer = self._answer(name, msg, call, live)
                 except Exception as exc:
                     session.failed(tier, name, exc, time.perf_counter() - t0)
                     continue
                 if session.answered(tier, name, answer, time.perf_counter() - t0):
                     first_out = time.perf_counter()
-                    yield ChatGenerationChunk(message=forwarded(as_chunk(cast(AIMessage, msg))))
+                    yield ChatGenerationChunk(message=forwarded(msg))
                     break
                 continue
-            live = LiveStream(t0)
             try:
                 for chunk in self._stream_tier(tier, name, call):
                     out = live.add(chunk)
@@ -396,19 +398,21 @@ class CascadeChatModel(BaseChatModel):
         first_out: float | None = None
         for tier, name, is_last in session.steps():
             t0 = time.perf_counter()
-            if not is_last:
+            live = LiveStream(t0)
+            if not is_last:  # a draft: streamed (so it is timed) but held back until judged
                 try:
-                    msg = await self._ainvoke_tier(tier, name, call)
-                    answer = self._answer(name, msg, call)
+                    async for chunk in self._astream_tier(tier, name, call):
+                        live.add(chunk)
+                    msg = live.message()
+                    answer = self._answer(name, msg, call, live)
                 except Exception as exc:
                     session.failed(tier, name, exc, time.perf_counter() - t0)
                     continue
                 if session.answered(tier, name, answer, time.perf_counter() - t0):
                     first_out = time.perf_counter()
-                    yield ChatGenerationChunk(message=forwarded(as_chunk(cast(AIMessage, msg))))
+                    yield ChatGenerationChunk(message=forwarded(msg))
                     break
                 continue
-            live = LiveStream(t0)
             try:
                 async for chunk in self._astream_tier(tier, name, call):
                     out = live.add(chunk)

@@ -260,8 +260,10 @@ async def test_astream_streams_the_last_tier_live(make_model: Make, queries: dic
     full = _check_stream(chunks, hidden="not sure", shown=strong_text)
     acc = account(full)
     assert acc["model"] == "strong" and [t["accepted"] for t in acc["tiers"]] == [False, False, True]
-    assert acc["ttft_s"] is not None and acc["tiers"][-1]["ttft_s"] is not None
-    assert acc["tiers"][-1]["tpot_s"] is not None
+    assert acc["ttft_s"] is not None
+    # the rejected drafts were streamed into a buffer, so every tier's TTFT and TPOT were measured
+    assert all(t["ttft_s"] is not None and t["tpot_s"] is not None for t in acc["tiers"])
+    assert all(t["ttft_s"] <= t["latency_s"] for t in acc["tiers"])
 
 
 def test_stream_with_tools_aggregates_tool_calls(make_model: Make) -> None:
