@@ -55,6 +55,8 @@ class ReplayResult:
     calls: np.ndarray        # [n] number of model calls
     escalated: np.ndarray    # [n] bool
     strong_call: np.ndarray  # [n] bool: the strongest model was called
+    called: np.ndarray       # [n, m] bool: which models were called (pool order)
+    last_tier: np.ndarray    # [n] bool: answered by its ladder's last tier (streamed live, not a held draft)
 
     def summary(self) -> dict[str, float]:
         return {"accuracy": float(self.correct.mean()), "cost_per_query_usd": float(self.cost.mean()),
@@ -626,7 +628,8 @@ class Cascade:
         n = len(s.labels)
         out = ReplayResult(correct=np.zeros(n), cost=np.zeros(n), model=np.zeros(n, dtype=np.int64),
                            routed=np.zeros(n, dtype=np.int64), cluster=s.labels, calls=np.zeros(n, dtype=np.int64),
-                           escalated=np.zeros(n, dtype=bool), strong_call=np.zeros(n, dtype=bool))
+                           escalated=np.zeros(n, dtype=bool), strong_call=np.zeros(n, dtype=bool),
+                           called=np.zeros((n, len(self.models_)), dtype=bool), last_tier=np.zeros(n, dtype=bool))
         for k in range(self.n_clusters_):
             r = np.flatnonzero(s.labels == k)
             if len(r) == 0:
@@ -638,10 +641,12 @@ class Cascade:
             for tier, j in enumerate(ladder):
                 out.cost[r] += np.where(pending, s.cost[r, j], 0.0)
                 out.calls[r] += pending
+                out.called[r, j] = pending
                 if j == self.strongest_:
                     out.strong_call[r] |= pending
                 if tier == len(ladder) - 1:
                     accept = pending
+                    out.last_tier[r] = pending
                 else:
                     p = s.p0[r, j] if tier == 0 else s.p1[r, j, ladder[tier - 1]]  # type: ignore[index]
                     accept = pending & (p >= tau)
