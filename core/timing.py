@@ -52,7 +52,7 @@ def timing_summary(latency: Sequence[float], ttft: Sequence[float], tpot: Sequen
     lat, tt, tp = (np.asarray(v, dtype=float) for v in (latency, ttft, tpot))
     if not (len(lat) == len(tt) == len(tp)):
         raise ConfigError(f"latency, ttft and tpot differ in length: {len(lat)}, {len(tt)}, {len(tp)}")
-    return {"n": int(len(lat)), "mean_latency_s": _mean(lat), "p50_latency_s": _pct(lat, 50),
+    return {"n": len(lat), "mean_latency_s": _mean(lat), "p50_latency_s": _pct(lat, 50),
             "p95_latency_s": _pct(lat, 95), "p50_ttft_s": _pct(tt, 50), "p95_ttft_s": _pct(tt, 95),
             "mean_tpot_s": _mean(tp)}
 

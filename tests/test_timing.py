@@ -13,7 +13,6 @@ from crescade.errors import ConfigError
 from crescade.timing import query_tpot, reduction, replay_timing, timing_summary
 
 
-
 def _timed(records: list[Record], models: list[str]) -> Outcomes:
     rank = {m: i for i, m in enumerate(models)}
     out = []
