@@ -35,7 +35,7 @@ from .records import Outcomes, read_records
 __all__ = ["CLIError", "build_parser", "find_default_records", "main"]
 
 PROG = "crescade"
-DEFAULT_RECORDS_RESOURCE = "data/default-records.csv.gz"
+DEFAULT_RECORDS_RESOURCE = "data/default-records.jsonl.gz"
 SHARED_RECORDS = Path("shared") / "data" / "routerbench-3task.csv.gz"
 DEFAULT_DEMO_DIR = "crescade-demo"
 DEFAULT_QUALITY_TARGET = 0.98
@@ -377,6 +377,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         path, desc = find_default_records()
     outcomes = _load_outcomes(path, drop_incomplete=True)
     train, test = _train_test(outcomes, str(path))
+    if args.live:
+        return _demo_live(args, train, desc)
     print(f"crescade demo on {desc}")
     print(f"{outcomes.n_prompts:,} prompts x {outcomes.n_models} models; tuned on train "
           f"({train.n_prompts:,}), reported on test ({test.n_prompts:,})\n", flush=True)
@@ -399,6 +401,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"  {artifact}{os.sep}   the calibrated cascade; try:")
     print(f"      {PROG} report {artifact} --records {path}")
     print(f"      {PROG} route {artifact} \"your query\"")
+    return 0
+
+
+def _demo_live(args: argparse.Namespace, train: Outcomes, desc: str) -> int:
+    """``crescade demo --live``: fit on the recorded run's train part, then ask fresh tasks live."""
+    from .live_demo import check_installed, run_live_demo
+
+    check_installed(train.models, args.cache_dir)
+    print(f"fitting the cascade on the train part of {desc} ({train.n_prompts:,} prompts x {train.n_models} "
+          f"models, quality target {args.quality_target:.0%})", flush=True)
+    cascade = Cascade(quality_target=args.quality_target, progress=False, **_cascade_params(args))
+    with _warnings_as_notes():
+        cascade.fit(train)
+    run_live_demo(cascade, n=args.n, seed=args.seed, max_tokens=args.max_tokens, cache_dir=args.cache_dir)
     return 0
 
 
@@ -593,6 +609,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality-target", type=_fraction, default=DEFAULT_QUALITY_TARGET, metavar="Q",
                    help="(default 0.98)")
     p.add_argument("--bootstrap", type=_count, default=1000, metavar="N", help="(default 1000)")
+    p.add_argument("--live", action="store_true", help="instead: start the local models (crescade local install) "
+                   "and route fresh generated tasks through CascadeChatModel over ChatOpenAI, query by query")
+    p.add_argument("--n", type=_count, default=7, metavar="N", help="with --live: tasks to ask (default 7)")
+    p.add_argument("--seed", type=int, metavar="S", help="with --live: task seed (default: random, printed)")
+    p.add_argument("--max-tokens", type=_count, default=320, metavar="N",
+                   help="with --live: answer length cap (default 320)")
+    p.add_argument("--cache-dir", metavar="DIR", help="with --live: local model cache")
     _add_cascade_options(p)
 
     p = add("collect", cmd_collect, "ask chat models every task, grade, append records (resumable)")

@@ -63,8 +63,11 @@ def openai_compatible_models(urls: Mapping[str, str], *, api_key: str, max_token
         raise ImportError("recording from OpenAI-compatible endpoints needs langchain-openai: "
                           "pip install langchain-openai") from exc
     extra: dict[str, Any] = {"logprobs": True, "top_logprobs": 1} if logprobs else {}
-    return {m: ChatOpenAI(base_url=url, api_key=api_key, model=m, temperature=0, max_tokens=max_tokens,  # type: ignore[arg-type]
-                          stream_usage=True, timeout=timeout, **extra) for m, url in urls.items()}
+    # ChatOpenAI sends its max_tokens as "max_completion_tokens", which llama-cpp-python's server ignores
+    # (answers then run to the context length); the classic field in the body is honoured everywhere.
+    return {m: ChatOpenAI(base_url=url, api_key=api_key, model=m, temperature=0,  # type: ignore[arg-type]
+                          extra_body={"max_tokens": max_tokens}, stream_usage=True, timeout=timeout, **extra)
+            for m, url in urls.items()}
 
 
 def collect_records(
