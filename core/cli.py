@@ -394,6 +394,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                           **_cascade_params(args))
         with _warnings_as_notes():
             cascade.fit(train)
+    timing = _replay_timing(cascade, test)
+    if timing is not None:
+        report_dict = {**report.to_dict(), "timing": timing}
+        _write_json(json_path, report_dict)
     cascade.save(artifact)
     print(f"\nwrote, in {time.monotonic() - start:.0f} s:")
     print(f"  {json_path}   every metric, baseline and bootstrap interval")
@@ -402,6 +406,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"      {PROG} report {artifact} --records {path}")
     print(f"      {PROG} route {artifact} \"your query\"")
     return 0
+
+
+def _replay_timing(cascade: Cascade, test: Outcomes) -> dict[str, Any] | None:
+    """Latency/TTFT/TPOT of the cascade vs always-strongest on ``test`` by replay, printed; None without timings."""
+    from .timing import replay_timing
+
+    if not (np.isfinite(test.ttft_s).any() and np.isfinite(test.tpot_s).any()):
+        return None
+    t = replay_timing(cascade, test)
+    c, s, red = t["cascade"], t["always_strong"], t["reduction"]
+    print(f"\nTiming on the test part, replayed from the recorded calls (cascade vs always {s['model']}):")
+    print(f"  accuracy retention {t['retention']:.1%} at {t['relative_cost']:.0%} of the cost")
+    print(f"  mean latency {c['mean_latency_s']:.1f} s vs {s['mean_latency_s']:.1f} s ({red['latency']:.0%} lower)")
+    print(f"  mean TPOT    {1000 * c['mean_tpot_s']:.0f} ms vs {1000 * s['mean_tpot_s']:.0f} ms "
+          f"({red['tpot']:.0%} lower)")
+    print(f"  TTFT p50/p95 {c['p50_ttft_s']:.1f}/{c['p95_ttft_s']:.1f} s vs "
+          f"{s['p50_ttft_s']:.1f}/{s['p95_ttft_s']:.1f} s (a draft is held until judged)")
+    return t
 
 
 def _demo_live(args: argparse.Namespace, train: Outcomes, desc: str) -> int:
