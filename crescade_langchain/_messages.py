@@ -201,18 +201,15 @@ def answer_from_message(
     if usage and isinstance(usage.get("input_tokens"), int) and isinstance(usage.get("output_tokens"), int):
         n_in, n_out = int(usage["input_tokens"]), int(usage["output_tokens"])
     else:
-        chunks = live.n_output if live is not None and live.n_output > 1 else None
+        chunks = live.clock.estimated_tokens() if live is not None else None
         n_in, n_out, source = resolve_usage(
             prompt_text=get_buffer_string(list(prompt)), response_text=text,
             input_tokens=None, output_tokens=chunks, model=model)
         if chunks is not None:
             source = "estimate"
     problems = tool_call_problems(msg, tools, tool_choice)
-    ttft = tpot = None
-    if live is not None and live.t_first is not None:
-        ttft = live.t_first - live.t0
-        if live.t_last is not None and n_out > 1:
-            tpot = (live.t_last - live.t_first) / (n_out - 1)
+    ttft = live.clock.ttft() if live is not None else None
+    tpot = live.clock.tpot(n_out) if live is not None else None
     return Answer(
         text=text, model=model, input_tokens=n_in, output_tokens=n_out, usage_source=source,
         finish_reason=_finish_reason(msg.response_metadata), logprob_mean=_logprob_mean(msg.response_metadata),

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 from langchain_core.messages import AIMessageChunk
 from langchain_core.messages.ai import add_ai_message_chunks
+
+from crescade.streamclock import StreamClock
 
 __all__ = ["STRIPPED_CHUNK_METADATA", "LiveStream", "forwarded", "has_output"]
 
@@ -26,27 +26,22 @@ def forwarded(chunk: AIMessageChunk) -> AIMessageChunk:
 
 
 class LiveStream:
-    """Accumulates a child's streamed chunks; times its first and last output and counts output chunks.
-
-    OpenAI-compatible servers send one token per content chunk, so ``n_output`` is the token count to
-    use when the stream reports no usage (llama.cpp's server never does).
-    """
+    """Accumulates a child's streamed chunks, timing them with a :class:`~crescade.streamclock.StreamClock`
+    (first and last output, output chunks counted: the token estimate when the stream reports no usage)."""
 
     def __init__(self, t0: float) -> None:
-        self.t0 = t0
-        self.t_first: float | None = None
-        self.t_last: float | None = None
-        self.n_output = 0
+        self.clock = StreamClock(t0)
         self.chunks: list[AIMessageChunk] = []
+
+    @property
+    def t_first(self) -> float | None:
+        return self.clock.t_first
 
     def add(self, chunk: AIMessageChunk) -> AIMessageChunk | None:
         """Record ``chunk``; return what to forward (``None`` for a chunk that carries nothing of ours)."""
         self.chunks.append(chunk)
         if has_output(chunk):
-            now = time.perf_counter()
-            self.t_first = self.t_first or now
-            self.t_last = now
-            self.n_output += 1
+            self.clock.tick()
         out = forwarded(chunk)
         if has_output(out) or out.response_metadata or out.additional_kwargs:
             return out

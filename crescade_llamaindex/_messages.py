@@ -19,6 +19,7 @@ from llama_index.core.base.llms.types import ChatMessage, ChatResponse, Completi
 from crescade.conversation import conversation_floor as core_floor
 from crescade.decisions import Answer, UsageSource
 from crescade.jsonschema_lite import schema_errors
+from crescade.streamclock import StreamClock
 from crescade.tokens import resolve_usage
 
 __all__ = [
@@ -309,11 +310,12 @@ def answer_from_response(
     tools: Sequence[Any] | None = None,
     forced: str | bool = False,
     chunks: Sequence[ChatResponse | CompletionResponse] | None = None,
-    stream_times: tuple[float, float | None, float | None] | None = None,
+    clock: StreamClock | None = None,
 ) -> Answer:
     """The core's view of one tier's response: text (tool calls summarised), usage (provider, else
     counted and marked), finish reason, mean token logprob, tool-call validity and, for a streamed call
-    (``chunks`` and ``stream_times = (t_start, t_first, t_last)``), measured TTFT and TPOT."""
+    (``chunks`` and its ``clock``), measured TTFT and TPOT. A stream without usage has its output counted
+    as its output chunks (marked ``estimate``)."""
     problems: list[str] | None = None
     if isinstance(resp, ChatResponse):
         calls = response_calls(resp, child) if tools is not None else _message_calls(resp.message)
@@ -325,15 +327,13 @@ def answer_from_response(
     n_in, n_out = provider_usage(list(chunks) if chunks else [resp])
     source: UsageSource = "provider"
     if n_in is None or n_out is None:
-        n_in, n_out, source = resolve_usage(prompt_text=prompt_text, response_text=text,
-                                            input_tokens=n_in, output_tokens=n_out, model=model)
-    ttft = tpot = None
-    if stream_times is not None:
-        t0, t_first, t_last = stream_times
-        if t_first is not None:
-            ttft = t_first - t0
-            if t_last is not None and n_out > 1:
-                tpot = (t_last - t_first) / (n_out - 1)
+        estimate = clock.estimated_tokens() if clock is not None and n_out is None else None
+        n_in, n_out, source = resolve_usage(prompt_text=prompt_text, response_text=text, input_tokens=n_in,
+                                            output_tokens=n_out if estimate is None else estimate, model=model)
+        if estimate is not None:
+            source = "estimate"
+    ttft = clock.ttft() if clock is not None else None
+    tpot = clock.tpot(n_out) if clock is not None else None
     extra: dict[str, Any] = {}
     if problems and _ANSWER_HAS_PROBLEMS:  # the account names what was wrong (cores that record it)
         extra["problems"] = tuple(problems)

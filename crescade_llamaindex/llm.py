@@ -37,6 +37,7 @@ from crescade.decisions import Answer
 from crescade.dispatch import DispatchResult, DispatchSession
 from crescade.errors import PoolError, PricingError
 from crescade.pricing import ModelCard
+from crescade.streamclock import StreamClock
 
 from ._events import CascadeAnswerEvent, CascadeEscalationEvent, CascadeRouteEvent, dispatcher
 from ._messages import (
@@ -233,12 +234,12 @@ class CascadeLLM(FunctionCallingLLM):
             reason=result.reason, cost_usd=result.total_cost_usd, input_tokens=result.total_input_tokens,
             output_tokens=result.total_output_tokens, span_id=call.span))
 
-    def _answer(self, name: str, resp: Any, call: _Call, chunks: Sequence[Any] | None = None,
-                times: tuple[float, float | None, float | None] | None = None) -> Answer:
+    def _answer(self, name: str, resp: Any, call: _Call, live: _Live | None = None) -> Answer:
         if not isinstance(resp, (ChatResponse, CompletionResponse)):
             raise TypeError(f"LLM {name!r} returned {type(resp).__name__}, expected a ChatResponse")
         return answer_from_response(name, resp, call.prompt_text, child=self.llms[name], tools=call.tools,
-                                    forced=call.forced, chunks=chunks, stream_times=times)
+                                    forced=call.forced, chunks=live.chunks if live is not None else None,
+                                    clock=live.clock if live is not None else None)
 
     # tier calls ----------------------------------------------------------
     def _call_tier(self, name: str, call: _Call) -> Any:
@@ -349,17 +350,21 @@ class CascadeLLM(FunctionCallingLLM):
         return _final(result, call, ttft_s=time.perf_counter() - t_start, streamed=False)
 
     def _stream(self, call: _Call) -> Iterator[Any]:
-        """Earlier tiers buffered and judged (an accepted one is emitted whole); the last tier streams live.
+        """Earlier tiers streamed into a buffer (timed) and judged (an accepted one is emitted whole); the last
+        tier streams live.
         The final chunk carries the usage total and the account."""
         t_start = time.perf_counter()
         session = self._session(call)
         first_out: float | None = None
         for tier, name, is_last in session.steps():
             t0 = time.perf_counter()
-            if not is_last:
+            live = _Live(t0)
+            if not is_last:  # a draft: streamed (so it is timed) but held back until judged
                 try:
-                    resp = self._call_tier(name, call)
-                    answer = self._answer(name, resp, call)
+                    for chunk in self._stream_tier(name, call):
+                        live.add(chunk)
+                    resp = live.last()
+                    answer = self._answer(name, resp, call, live)
                 except Exception as exc:
                     session.failed(tier, name, exc, time.perf_counter() - t0)
                     self._after(session, call, False)
@@ -371,13 +376,12 @@ class CascadeLLM(FunctionCallingLLM):
                     yield _forwarded(resp, tier, name, whole=True)
                     break
                 continue
-            live = _Live(t0)
             try:
                 for chunk in self._stream_tier(name, call):
                     if live.add(chunk):
                         first_out = first_out or live.t_first
                     yield _forwarded(chunk, tier, name)
-                answer = self._answer(name, live.last(), call, live.chunks, live.times())
+                answer = self._answer(name, live.last(), call, live)
             except Exception as exc:
                 session.failed(tier, name, exc, time.perf_counter() - t0)
                 break
@@ -394,10 +398,13 @@ class CascadeLLM(FunctionCallingLLM):
         first_out: float | None = None
         for tier, name, is_last in session.steps():
             t0 = time.perf_counter()
-            if not is_last:
+            live = _Live(t0)
+            if not is_last:  # a draft: streamed (so it is timed) but held back until judged
                 try:
-                    resp = await self._acall_tier(name, call)
-                    answer = self._answer(name, resp, call)
+                    async for chunk in self._astream_tier(name, call):
+                        live.add(chunk)
+                    resp = live.last()
+                    answer = self._answer(name, resp, call, live)
                 except Exception as exc:
                     session.failed(tier, name, exc, time.perf_counter() - t0)
                     self._after(session, call, False)
@@ -409,13 +416,12 @@ class CascadeLLM(FunctionCallingLLM):
                     yield _forwarded(resp, tier, name, whole=True)
                     break
                 continue
-            live = _Live(t0)
             try:
                 async for chunk in self._astream_tier(name, call):
                     if live.add(chunk):
                         first_out = first_out or live.t_first
                     yield _forwarded(chunk, tier, name)
-                answer = self._answer(name, live.last(), call, live.chunks, live.times())
+                answer = self._answer(name, live.last(), call, live)
             except Exception as exc:
                 session.failed(tier, name, exc, time.perf_counter() - t0)
                 break
@@ -498,20 +504,21 @@ def _has_output(resp: Any) -> bool:
 
 
 class _Live:
-    """The last tier's streamed chunks, with the times of its first and last output."""
+    """A tier's streamed chunks, timed by a :class:`~crescade.streamclock.StreamClock`."""
 
     def __init__(self, t0: float) -> None:
-        self.t0 = t0
-        self.t_first: float | None = None
-        self.t_last: float | None = None
+        self.clock = StreamClock(t0)
         self.chunks: list[Any] = []
 
+    @property
+    def t_first(self) -> float | None:
+        return self.clock.t_first
+
     def add(self, chunk: Any) -> bool:
+        """Record ``chunk``; whether it carried output."""
         self.chunks.append(chunk)
         if _has_output(chunk):
-            now = time.perf_counter()
-            self.t_first = self.t_first or now
-            self.t_last = now
+            self.clock.tick()
             return True
         return False
 
@@ -519,9 +526,6 @@ class _Live:
         if not self.chunks:
             raise ValueError("the LLM's stream returned no chunks")
         return self.chunks[-1]  # LlamaIndex stream chunks carry the cumulative message/text
-
-    def times(self) -> tuple[float, float | None, float | None]:
-        return self.t0, self.t_first, self.t_last
 
 
 def _stamped_kwargs(kw: Mapping[str, Any], tier: int, name: str) -> dict[str, Any]:

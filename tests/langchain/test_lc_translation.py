@@ -140,7 +140,7 @@ def test_missing_usage_is_counted_and_marked() -> None:
 
 def _live(t0: float, t_first: float, t_last: float, n_output: int) -> LiveStream:
     live = LiveStream(t0)
-    live.t_first, live.t_last, live.n_output = t_first, t_last, n_output
+    live.clock.t_first, live.clock.t_last, live.clock.n_output = t_first, t_last, n_output
     return live
 
 
@@ -164,12 +164,12 @@ def test_stream_without_usage_counts_output_chunks() -> None:
 def test_live_stream_counts_and_times_output_chunks_only() -> None:
     live = LiveStream(time.perf_counter())
     assert live.add(AIMessageChunk(content="", response_metadata={"model_provider": "x"})) is not None
-    assert live.t_first is None and live.n_output == 0
+    assert live.t_first is None and live.clock.n_output == 0
     for piece in ("Hel", "lo"):
         out = live.add(AIMessageChunk(content=piece, response_metadata={"model_name": "m"}))
         assert out is not None and "model_name" not in out.response_metadata
-    assert live.n_output == 2 and live.t_first is not None and live.t_last is not None
-    assert live.t_last >= live.t_first >= live.t0
+    assert live.clock.n_output == 2 and live.t_first is not None and live.clock.t_last is not None
+    assert live.clock.t_last >= live.t_first >= live.clock.t0
     assert live.message().content == "Hello"
     with pytest.raises(ValueError, match="no chunks"):
         LiveStream(0.0).message()

@@ -233,3 +233,14 @@ def test_prices_override_and_max_depth(make_llm: Make, li_queries: dict[str, str
     llm = make_llm(cheap={"answer": BAD_ANSWER}, prices=prices, max_depth=2)
     acc = account(llm.chat(user(li_queries["cheap_first"])))
     assert acc["ladder"] == ["cheap", "strong"] and acc["model"] == "strong"
+
+
+def test_streamed_drafts_are_held_back_but_timed(make_llm: Make, li_queries: dict[str, str]) -> None:
+    long = "the strong model streams this answer word by word"
+    llm = make_llm(cheap={"answer": BAD_ANSWER}, mid={"answer": BAD_ANSWER}, strong={"answer": long})
+    chunks = list(llm.stream_chat(user(li_queries["cheap_first"])))
+    assert {c.additional_kwargs["crescade_model"] for c in chunks} == {"strong"}  # no draft text leaked
+    tiers = account(chunks[-1])["tiers"]
+    assert [t["model"] for t in tiers] == ["cheap", "mid", "strong"]
+    assert all(t["ttft_s"] is not None and t["tpot_s"] is not None for t in tiers)
+    assert all(t["ttft_s"] <= t["latency_s"] for t in tiers)
