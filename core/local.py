@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULT_MODELS",
     "MODELS",
     "RUNTIME_VERSION",
+    "TOOL_CHAT_FORMAT",
     "LocalError",
     "LocalModel",
     "LocalServers",
@@ -66,6 +67,9 @@ SOURCE_CMAKE_ARGS = (
 )
 STATE_FILE = "servers.json"
 SERVER_MODULE = "llama_cpp.server"
+#: The llama-cpp-python chat format that answers ``tool_choice="auto"`` with real tool calls (ChatML prompt;
+#: SmolLM2 and Qwen2.5 are ChatML models). Slow on CPU: each call runs several grammar-constrained passes.
+TOOL_CHAT_FORMAT = "chatml-function-calling"
 _BLOCK = 8 << 20
 
 
@@ -465,6 +469,11 @@ class LocalServers:
     stopped and :class:`LocalError` carries that server's stderr tail. Leaving -- normally, on an
     exception or on Ctrl-C -- terminates each process group, waits 10 s, then kills it.
     ``base_url(name)`` is the OpenAI-style base URL, ending in ``/v1``.
+
+    ``chat_format`` is passed to the server as ``--chat_format`` (default: the GGUF's own chat template).
+    Every format answers a *forced* tool call (``tool_choice`` naming one function) with grammar-constrained,
+    schema-valid arguments; ``tool_choice="auto"`` needs :data:`TOOL_CHAT_FORMAT`, whose grammar lets
+    the model choose between a message and a call (otherwise the template's tool prompt is answered as text).
     """
 
     def __init__(
@@ -478,6 +487,7 @@ class LocalServers:
         timeout: float = 30.0,
         log_dir: str | os.PathLike[str] | None = None,
         command: Command | None = None,
+        chat_format: str | None = None,
     ) -> None:
         self.names = list(dict.fromkeys(names))
         if not self.names:
@@ -486,7 +496,7 @@ class LocalServers:
             _model(n)
         self.cache_dir = _cache(cache_dir)
         self.n_ctx, self.n_threads, self.python, self.timeout = n_ctx, n_threads, python, timeout
-        self.command = command
+        self.command, self.chat_format = command, chat_format
         self._log_dir = Path(log_dir) if log_dir is not None else None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._servers: dict[str, _Server] = {}
@@ -496,7 +506,8 @@ class LocalServers:
             return [str(a) for a in self.command(name, gguf, port)]
         return [self.python, "-m", SERVER_MODULE, "--model", str(gguf), "--model_alias", name,
                 "--host", "127.0.0.1", "--port", str(port),
-                "--n_ctx", str(self.n_ctx), "--n_threads", str(self.n_threads)]
+                "--n_ctx", str(self.n_ctx), "--n_threads", str(self.n_threads),
+                *(("--chat_format", self.chat_format) if self.chat_format else ())]
 
     def _check_ready_to_start(self) -> None:
         if self.command is not None:
@@ -646,6 +657,7 @@ def up(
     python: str = sys.executable,
     timeout: float = 60.0,
     command: Command | None = None,
+    chat_format: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Start servers that keep running after this returns; record them in ``<cache_dir>/servers.json``.
 
@@ -662,7 +674,7 @@ def up(
             _kill_entry(state.pop(n))
     if todo:
         servers = LocalServers(todo, cache_dir=cache, n_ctx=n_ctx, n_threads=n_threads, python=python,
-                               timeout=timeout, log_dir=cache / "logs", command=command)
+                               timeout=timeout, log_dir=cache / "logs", command=command, chat_format=chat_format)
         servers.start()
         state.update(servers.release())
     _write_state(cache, state)
