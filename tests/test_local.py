@@ -1,8 +1,7 @@
 """Tests of :mod:`crescade.local`: the registry, assembly + verification, and the server lifecycle.
 
-Everything runs offline against fake chunk files and a tiny fake server, except ``test_live_smollm2``,
-which needs the real runtime (llama-cpp-python 0.3.36) and the SmolLM2 GGUF (``crescade local install
---models smollm2-135m``) and is skipped, saying why, when they are missing.
+Everything runs offline against fake chunk files and a tiny fake server. The real servers are exercised by
+the opt-in live suite in ``tests/live`` (``python -m pytest --live tests/live``).
 """
 
 from __future__ import annotations
@@ -446,35 +445,3 @@ def test_install_script_is_strict() -> None:
     text = script.read_text()
     assert text.startswith("#!") and "set -euo pipefail" in text and "crescade local install" in text
     assert os.access(script, os.X_OK)
-
-
-# --------------------------------------------------------------------------- the live part
-
-
-def _live_reason() -> str | None:
-    if local.runtime_version() != local.RUNTIME_VERSION:
-        return f"llama-cpp-python {local.RUNTIME_VERSION} with server extras not installed (crescade local install)"
-    if not local.verify_model("smollm2-135m"):
-        return (f"SmolLM2 GGUF not installed in {local.default_cache_dir()} "
-                "(crescade local install --models smollm2-135m)")
-    return None
-
-
-def test_live_smollm2() -> None:
-    reason = _live_reason()
-    if reason:
-        pytest.skip(reason)
-    with LocalServers(["smollm2-135m"], n_ctx=2048, n_threads=2, timeout=60) as servers:
-        url = servers.base_url("smollm2-135m")
-        body = json.dumps({"model": "smollm2-135m", "max_tokens": 16, "temperature": 0,
-                           "messages": [{"role": "user", "content": "What is 2 + 2?"}]}).encode()
-        req = urllib.request.Request(f"{url}/chat/completions", data=body,
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=120) as r:
-            reply = json.loads(r.read())
-        pid = servers.pid("smollm2-135m")
-    text = reply["choices"][0]["message"]["content"]
-    assert isinstance(text, str) and text.strip()
-    assert reply["usage"]["completion_tokens"] > 0
-    assert "4" in text
-    assert gone(pid)
