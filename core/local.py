@@ -132,8 +132,9 @@ MODELS: dict[str, LocalModel] = {
         ),
     )
 }
-#: The cheap and the strong tier: what ``crescade local install`` and ``up`` use by default.
-DEFAULT_MODELS: tuple[str, ...] = ("smollm2-135m", "qwen2.5-coder-1.5b")
+#: The pool of the recorded run shipped with crescade (cheap, middle, strong tier): what ``crescade local
+#: install`` and ``up`` use by default, so ``crescade demo --live`` finds every model it needs.
+DEFAULT_MODELS: tuple[str, ...] = ("smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
 
 #: Dollar-equivalent proxy prices ($ per million input / output tokens) for the local models. Local
 #: inference has no bill; these stand for compute, roughly in proportion to model size and to the
