@@ -66,3 +66,7 @@ class AllTiersFailedError(CrescadeError, RuntimeError):
         self.failures = list(failures)
         lines = "\n  ".join(f.describe() for f in self.failures)
         super().__init__(f"all {len(self.failures)} tier(s) failed:\n  {lines}")
+
+
+class InputError(CrescadeError, ValueError):
+    """A request the cascade cannot serve as given: no messages, nothing to route on, or content no tier accepts."""

@@ -30,14 +30,22 @@ from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.runnables.config import set_config_context
 from langchain_core.runnables.utils import coro_with_context
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from typing_extensions import Self
 
 from crescade.cascade import Cascade
 from crescade.decisions import Answer
-from crescade.dispatch import DispatchResult, DispatchSession
+from crescade.dispatch import (
+    DispatchResult,
+    DispatchSession,
+    arun_session,
+    astream_session,
+    run_session,
+    stream_session,
+)
 from crescade.errors import PoolError, PricingError
 from crescade.pricing import ModelCard
+from crescade.reliability import Reliability
 from crescade.tokens import count_tokens
 
 from ._callbacks import Parent
@@ -89,12 +97,21 @@ class CascadeChatModel(BaseChatModel):
     """Once a turn was escalated, later turns of the conversation start at or above that tier."""
     max_depth: int | None = Field(default=None, ge=1)
     """Cap on the tiers tried per call (the strongest model is always kept as the last)."""
+    reliability: Reliability | None = None
+    """Timeouts, a request deadline, retries, rate-limit cool-downs and a spend cap
+    (:class:`crescade.Reliability`; a dict of its fields works too). Default: none of them, cool-downs shared
+    per process."""
     model_name: str = "crescade"
 
     model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
 
     _cards: dict[str, ModelCard] = PrivateAttr(default_factory=dict)
     _fingerprint: str = PrivateAttr(default="")
+
+    @field_validator("reliability", mode="before")
+    @classmethod
+    def _crescade_reliability(cls, value: Any) -> Reliability | None:
+        return Reliability.coerce(value)
 
     @model_validator(mode="after")
     def _crescade_check_pool(self) -> Self:
@@ -246,7 +263,8 @@ class CascadeChatModel(BaseChatModel):
             floor=conversation_floor(messages, pool) if self.monotone else None, parent=parent)
 
     def _session(self, call: _Call) -> DispatchSession:
-        return DispatchSession.start(self.cascade, call.query, self._cards, None, call.floor, self.max_depth, None)
+        return DispatchSession.start(self.cascade, call.query, self._cards, None, call.floor, self.max_depth, None,
+                                     reliability=self.reliability)
 
     def _child(self, name: str, kwargs: Mapping[str, Any]) -> Runnable[LanguageModelInput, BaseMessage]:
         """The tier's chat model with this call's tools and other kwargs bound."""
@@ -317,76 +335,44 @@ class CascadeChatModel(BaseChatModel):
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         t_start = time.perf_counter()
         call = self._prepare(messages, stop, run_manager, kwargs)
-        session = self._session(call)
-        for tier, name, _ in session.steps():
-            t0 = time.perf_counter()
-            try:
-                answer = self._answer(name, self._invoke_tier(tier, name, call), call)
-            except Exception as exc:
-                session.failed(tier, name, exc, time.perf_counter() - t0)
-                continue
-            if session.answered(tier, name, answer, time.perf_counter() - t0):
-                break
-        result = session.result()
+        result = run_session(self._session(call), lambda tier, name, _last: self._answer(
+            name, self._invoke_tier(tier, name, call), call))
         return _chat_result(result, call, ttft_s=time.perf_counter() - t_start, streamed=False)
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         t_start = time.perf_counter()
         call = self._prepare(messages, stop, run_manager, kwargs)
-        session = self._session(call)
-        for tier, name, _ in session.steps():
-            t0 = time.perf_counter()
-            try:
-                answer = self._answer(name, await self._ainvoke_tier(tier, name, call), call)
-            except Exception as exc:
-                session.failed(tier, name, exc, time.perf_counter() - t0)
-                continue
-            if session.answered(tier, name, answer, time.perf_counter() - t0):
-                break
-        result = session.result()
+
+        async def ask(tier: int, name: str, _last: bool) -> Answer:
+            return self._answer(name, await self._ainvoke_tier(tier, name, call), call)
+
+        result = await arun_session(self._session(call), ask)
         return _chat_result(result, call, ttft_s=time.perf_counter() - t_start, streamed=False)
 
     # ------------------------------------------------------------------ streaming
+    def _buffer(self, call: _Call) -> Callable[[int, str, float], _TierStream]:
+        return lambda _tier, name, t0: _TierStream(t0, lambda live: self._answer(name, live.message(), call, live))
+
+    def _emit(self, kind: str, item: Any, call: _Call, t_start: float) -> ChatGenerationChunk:
+        if kind == "chunk":
+            return ChatGenerationChunk(message=item)
+        if kind == "draft":
+            return ChatGenerationChunk(message=forwarded(item.message()))
+        result, first_out = item
+        ttft = first_out - t_start if first_out is not None else None
+        return ChatGenerationChunk(message=_final_chunk(result, call, ttft_s=ttft))
+
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
         """Earlier tiers are streamed into a buffer (timed) and judged; an accepted draft is emitted whole,
         the last tier streams live. The last chunk carries the usage total, model name and account."""
         t_start = time.perf_counter()
         call = self._prepare(messages, stop, run_manager, kwargs)
-        session = self._session(call)
-        first_out: float | None = None
-        for tier, name, is_last in session.steps():
-            t0 = time.perf_counter()
-            live = LiveStream(t0)
-            if not is_last:  # a draft: streamed (so it is timed) but held back until judged
-                try:
-                    for chunk in self._stream_tier(tier, name, call):
-                        live.add(chunk)
-                    msg = live.message()
-                    answer = self._answer(name, msg, call, live)
-                except Exception as exc:
-                    session.failed(tier, name, exc, time.perf_counter() - t0)
-                    continue
-                if session.answered(tier, name, answer, time.perf_counter() - t0):
-                    first_out = time.perf_counter()
-                    yield ChatGenerationChunk(message=forwarded(msg))
-                    break
-                continue
-            try:
-                for chunk in self._stream_tier(tier, name, call):
-                    out = live.add(chunk)
-                    if out is not None:
-                        first_out = first_out or live.t_first or time.perf_counter()
-                        yield ChatGenerationChunk(message=out)
-                answer = self._answer(name, live.message(), call, live)
-            except Exception as exc:
-                session.failed(tier, name, exc, time.perf_counter() - t0)
-                break
-            session.answered(tier, name, answer, time.perf_counter() - t0)
-        result = session.result()
-        ttft = first_out - t_start if first_out is not None else None
-        yield ChatGenerationChunk(message=_final_chunk(result, call, ttft_s=ttft))
+        events = stream_session(self._session(call), lambda tier, name: self._stream_tier(tier, name, call),
+                                self._buffer(call))
+        for kind, item in events:
+            yield self._emit(kind, item, call, t_start)
 
     async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                        run_manager: AsyncCallbackManagerForLLMRun | None = None,
@@ -394,39 +380,21 @@ class CascadeChatModel(BaseChatModel):
         """Async :meth:`_stream`."""
         t_start = time.perf_counter()
         call = self._prepare(messages, stop, run_manager, kwargs)
-        session = self._session(call)
-        first_out: float | None = None
-        for tier, name, is_last in session.steps():
-            t0 = time.perf_counter()
-            live = LiveStream(t0)
-            if not is_last:  # a draft: streamed (so it is timed) but held back until judged
-                try:
-                    async for chunk in self._astream_tier(tier, name, call):
-                        live.add(chunk)
-                    msg = live.message()
-                    answer = self._answer(name, msg, call, live)
-                except Exception as exc:
-                    session.failed(tier, name, exc, time.perf_counter() - t0)
-                    continue
-                if session.answered(tier, name, answer, time.perf_counter() - t0):
-                    first_out = time.perf_counter()
-                    yield ChatGenerationChunk(message=forwarded(msg))
-                    break
-                continue
-            try:
-                async for chunk in self._astream_tier(tier, name, call):
-                    out = live.add(chunk)
-                    if out is not None:
-                        first_out = first_out or live.t_first or time.perf_counter()
-                        yield ChatGenerationChunk(message=out)
-                answer = self._answer(name, live.message(), call, live)
-            except Exception as exc:
-                session.failed(tier, name, exc, time.perf_counter() - t0)
-                break
-            session.answered(tier, name, answer, time.perf_counter() - t0)
-        result = session.result()
-        ttft = first_out - t_start if first_out is not None else None
-        yield ChatGenerationChunk(message=_final_chunk(result, call, ttft_s=ttft))
+        events = astream_session(self._session(call), lambda tier, name: self._astream_tier(tier, name, call),
+                                 self._buffer(call))
+        async for kind, item in events:
+            yield self._emit(kind, item, call, t_start)
+
+
+class _TierStream(LiveStream):
+    """One tier's buffered stream, turned into the core's :class:`Answer` once it ended."""
+
+    def __init__(self, t0: float, to_answer: Callable[[LiveStream], Answer]) -> None:
+        super().__init__(t0)
+        self._to_answer = to_answer
+
+    def answer(self) -> Answer:
+        return self._to_answer(self)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -8,7 +8,7 @@ messages, calls the tiers inside the cascade's span, emits instrumentation event
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from os import PathLike
@@ -34,9 +34,18 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from crescade.cascade import Cascade
 from crescade.decisions import Answer
-from crescade.dispatch import DispatchResult, DispatchSession
+from crescade.dispatch import (
+    DispatchResult,
+    DispatchSession,
+    TierAttempt,
+    arun_session,
+    astream_session,
+    run_session,
+    stream_session,
+)
 from crescade.errors import PoolError, PricingError
 from crescade.pricing import ModelCard
+from crescade.reliability import Reliability
 from crescade.streamclock import StreamClock
 
 from ._events import CascadeAnswerEvent, CascadeEscalationEvent, CascadeRouteEvent, dispatcher
@@ -115,6 +124,9 @@ class CascadeLLM(FunctionCallingLLM):
     conversation_window: int = Field(default=6, ge=1)
     monotone: bool = True
     max_depth: int | None = Field(default=None, ge=1)
+    reliability: Reliability | None = Field(default=None, exclude=True)
+    """Timeouts, a request deadline, retries, rate-limit cool-downs and a spend cap
+    (:class:`crescade.Reliability`; a dict of its fields works too)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
 
@@ -123,6 +135,8 @@ class CascadeLLM(FunctionCallingLLM):
     def __init__(self, **kwargs: Any) -> None:
         # checked before pydantic runs, so the error is the crescade one, not a wrapped ValidationError
         cards = _check_pool(kwargs.get("llms"), kwargs.get("cascade"), kwargs.get("prices"))
+        if "reliability" in kwargs:
+            kwargs["reliability"] = Reliability.coerce(kwargs["reliability"])
         super().__init__(**kwargs)
         self._cards = cards
 
@@ -209,18 +223,18 @@ class CascadeLLM(FunctionCallingLLM):
                      span=active_span_id.get(), prompt=prompt, formatted=formatted, prompt_text=prompt)
 
     def _session(self, call: _Call) -> DispatchSession:
-        session = DispatchSession.start(self.cascade, call.query, self._cards, None, call.floor, self.max_depth, None)
+        session = DispatchSession.start(self.cascade, call.query, self._cards, None, call.floor, self.max_depth, None,
+                                        reliability=self.reliability,
+                                        on_record=lambda attempt: self._after(attempt, plan.ladder, call))
         plan = session.plan
         dispatcher.event(CascadeRouteEvent(cluster=int(plan.cluster), routed_model=plan.routed_model,
                                            ladder=list(plan.ladder), floor=call.floor, reason=plan.reason,
                                            span_id=call.span))
         return session
 
-    def _after(self, session: DispatchSession, call: _Call, accepted: bool) -> None:
-        """Emit an escalation event for a rejected (or failed) tier that has a next tier."""
-        a = session.attempts[-1]
-        ladder = session.plan.ladder
-        if accepted or a.tier + 1 >= len(ladder):
+    def _after(self, a: TierAttempt, ladder: Sequence[str], call: _Call) -> None:
+        """Emit an escalation event for a rejected, failed or skipped tier that has a next tier."""
+        if a.accepted or a.tier + 1 >= len(ladder):
             return
         v = a.verdict
         dispatcher.event(CascadeEscalationEvent(
@@ -313,123 +327,50 @@ class CascadeLLM(FunctionCallingLLM):
     # loops ---------------------------------------------------------------
     def _run(self, call: _Call) -> Any:
         t_start = time.perf_counter()
-        session = self._session(call)
-        for tier, name, _ in session.steps():
-            t0 = time.perf_counter()
-            try:
-                answer = self._answer(name, self._call_tier(name, call), call)
-            except Exception as exc:
-                session.failed(tier, name, exc, time.perf_counter() - t0)
-                self._after(session, call, False)
-                continue
-            accepted = session.answered(tier, name, answer, time.perf_counter() - t0)
-            self._after(session, call, accepted)
-            if accepted:
-                break
-        result = session.result()
+        result = run_session(self._session(call), lambda _tier, name, _last: self._answer(
+            name, self._call_tier(name, call), call))
         self._done(result, call)
         return _final(result, call, ttft_s=time.perf_counter() - t_start, streamed=False)
 
     async def _arun(self, call: _Call) -> Any:
         t_start = time.perf_counter()
-        session = self._session(call)
-        for tier, name, _ in session.steps():
-            t0 = time.perf_counter()
-            try:
-                answer = self._answer(name, await self._acall_tier(name, call), call)
-            except Exception as exc:
-                session.failed(tier, name, exc, time.perf_counter() - t0)
-                self._after(session, call, False)
-                continue
-            accepted = session.answered(tier, name, answer, time.perf_counter() - t0)
-            self._after(session, call, accepted)
-            if accepted:
-                break
-        result = session.result()
+
+        async def ask(_tier: int, name: str, _last: bool) -> Answer:
+            return self._answer(name, await self._acall_tier(name, call), call)
+
+        result = await arun_session(self._session(call), ask)
         self._done(result, call)
         return _final(result, call, ttft_s=time.perf_counter() - t_start, streamed=False)
 
-    def _stream(self, call: _Call) -> Iterator[Any]:
-        """Earlier tiers streamed into a buffer (timed) and judged (an accepted one is emitted whole); the last
-        tier streams live.
-        The final chunk carries the usage total and the account."""
-        t_start = time.perf_counter()
-        session = self._session(call)
-        first_out: float | None = None
-        for tier, name, is_last in session.steps():
-            t0 = time.perf_counter()
-            live = _Live(t0)
-            if not is_last:  # a draft: streamed (so it is timed) but held back until judged
-                try:
-                    for chunk in self._stream_tier(name, call):
-                        live.add(chunk)
-                    resp = live.last()
-                    answer = self._answer(name, resp, call, live)
-                except Exception as exc:
-                    session.failed(tier, name, exc, time.perf_counter() - t0)
-                    self._after(session, call, False)
-                    continue
-                accepted = session.answered(tier, name, answer, time.perf_counter() - t0)
-                self._after(session, call, accepted)
-                if accepted:
-                    first_out = time.perf_counter()
-                    yield _forwarded(resp, tier, name, whole=True)
-                    break
-                continue
-            try:
-                for chunk in self._stream_tier(name, call):
-                    if live.add(chunk):
-                        first_out = first_out or live.t_first
-                    yield _forwarded(chunk, tier, name)
-                answer = self._answer(name, live.last(), call, live)
-            except Exception as exc:
-                session.failed(tier, name, exc, time.perf_counter() - t0)
-                break
-            session.answered(tier, name, answer, time.perf_counter() - t0)
-        result = session.result()
+    def _buffer(self, call: _Call) -> Callable[[int, str, float], _Live]:
+        return lambda tier, name, t0: _Live(t0, tier, name, lambda live: self._answer(name, live.last(), call, live))
+
+    def _emit(self, kind: str, item: Any, call: _Call, t_start: float) -> Any:
+        if kind == "chunk":
+            return item
+        if kind == "draft":
+            return _forwarded(item.last(), item.tier, item.name, whole=True)
+        result, first_out = item
         self._done(result, call)
         ttft = first_out - t_start if first_out is not None else None
-        yield _final(result, call, ttft_s=ttft, streamed=True)
+        return _final(result, call, ttft_s=ttft, streamed=True)
+
+    def _stream(self, call: _Call) -> Iterator[Any]:
+        """Earlier tiers streamed into a buffer (timed) and judged (an accepted one is emitted whole); the last
+        tier streams live. The final chunk carries the usage total and the account."""
+        t_start = time.perf_counter()
+        events = stream_session(self._session(call), lambda _tier, name: self._stream_tier(name, call),
+                                self._buffer(call))
+        for kind, item in events:
+            yield self._emit(kind, item, call, t_start)
 
     async def _astream(self, call: _Call) -> AsyncIterator[Any]:
         """Async :meth:`_stream`."""
         t_start = time.perf_counter()
-        session = self._session(call)
-        first_out: float | None = None
-        for tier, name, is_last in session.steps():
-            t0 = time.perf_counter()
-            live = _Live(t0)
-            if not is_last:  # a draft: streamed (so it is timed) but held back until judged
-                try:
-                    async for chunk in self._astream_tier(name, call):
-                        live.add(chunk)
-                    resp = live.last()
-                    answer = self._answer(name, resp, call, live)
-                except Exception as exc:
-                    session.failed(tier, name, exc, time.perf_counter() - t0)
-                    self._after(session, call, False)
-                    continue
-                accepted = session.answered(tier, name, answer, time.perf_counter() - t0)
-                self._after(session, call, accepted)
-                if accepted:
-                    first_out = time.perf_counter()
-                    yield _forwarded(resp, tier, name, whole=True)
-                    break
-                continue
-            try:
-                async for chunk in self._astream_tier(name, call):
-                    if live.add(chunk):
-                        first_out = first_out or live.t_first
-                    yield _forwarded(chunk, tier, name)
-                answer = self._answer(name, live.last(), call, live)
-            except Exception as exc:
-                session.failed(tier, name, exc, time.perf_counter() - t0)
-                break
-            session.answered(tier, name, answer, time.perf_counter() - t0)
-        result = session.result()
-        self._done(result, call)
-        ttft = first_out - t_start if first_out is not None else None
-        yield _final(result, call, ttft_s=ttft, streamed=True)
+        events = astream_session(self._session(call), lambda _tier, name: self._astream_tier(name, call),
+                                 self._buffer(call))
+        async for kind, item in events:
+            yield self._emit(kind, item, call, t_start)
 
     # ------------------------------------------------------------------ the LlamaIndex API
     @llm_chat_callback()
@@ -506,26 +447,30 @@ def _has_output(resp: Any) -> bool:
 class _Live:
     """A tier's streamed chunks, timed by a :class:`~crescade.streamclock.StreamClock`."""
 
-    def __init__(self, t0: float) -> None:
+    def __init__(self, t0: float, tier: int, name: str, to_answer: Callable[[_Live], Answer]) -> None:
         self.clock = StreamClock(t0)
         self.chunks: list[Any] = []
+        self.tier, self.name = tier, name
+        self._to_answer = to_answer
 
     @property
     def t_first(self) -> float | None:
         return self.clock.t_first
 
-    def add(self, chunk: Any) -> bool:
-        """Record ``chunk``; whether it carried output."""
+    def add(self, chunk: Any) -> Any:
+        """Record ``chunk``; return it stamped with its tier, as the cascade forwards it when streaming live."""
         self.chunks.append(chunk)
         if _has_output(chunk):
             self.clock.tick()
-            return True
-        return False
+        return _forwarded(chunk, self.tier, self.name)
 
     def last(self) -> Any:
         if not self.chunks:
             raise ValueError("the LLM's stream returned no chunks")
         return self.chunks[-1]  # LlamaIndex stream chunks carry the cumulative message/text
+
+    def answer(self) -> Answer:
+        return self._to_answer(self)
 
 
 def _stamped_kwargs(kw: Mapping[str, Any], tier: int, name: str) -> dict[str, Any]:

@@ -8,11 +8,12 @@ import math
 import sys
 import threading
 import types
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
+from dispatch_fakes import LADDER, PLAN, PRICES, Card, FakeJudge, acaller, answer, caller, ticker
 
 from crescade.decisions import Answer, Plan, Verdict
 from crescade.dispatch import (
@@ -25,93 +26,6 @@ from crescade.dispatch import (
     dispatch,
 )
 from crescade.errors import AllTiersFailedError, ConfigError, PricingError
-
-LADDER = ("small", "medium", "large")
-PLAN = Plan(cluster=3, ladder=LADDER, thresholds=(0.6, 0.7, 0.0), reason="cluster 3")
-
-
-@dataclass(frozen=True)
-class Card:
-    """Stand-in for crescade.pricing.ModelCard: $ per million tokens."""
-
-    name: str
-    input_per_mtok: float
-    output_per_mtok: float
-
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
-
-
-PRICES = {
-    "small": Card("small", 1.0, 2.0),
-    "medium": Card("medium", 10.0, 20.0),
-    "large": Card("large", 100.0, 200.0),
-}
-
-
-@dataclass
-class FakeJudge:
-    """Scores come from ``scores[model]``: a float, or an exception to raise."""
-
-    scores: Mapping[str, float | BaseException] = field(default_factory=dict)
-    plan_: Plan = PLAN
-    calls: list[tuple[str, int, tuple[str, ...]]] = field(default_factory=list)
-    plan_calls: list[str | None] = field(default_factory=list)
-
-    def plan(self, query: str, *, min_model: str | None = None) -> Plan:
-        self.plan_calls.append(min_model)
-        return self.plan_
-
-    def judge(
-        self, query: str, answer: Answer, *, plan: Plan, tier: int, history: Sequence[Answer]
-    ) -> Verdict:
-        self.calls.append((answer.model, tier, tuple(a.model for a in history)))
-        s = self.scores.get(answer.model, 0.9)
-        if isinstance(s, BaseException):
-            raise s
-        th = plan.thresholds[tier]
-        return Verdict(p=s, threshold=th, escalate=not s >= th, reason="")
-
-
-def answer(
-    model: str, text: str = "forty-two", n_in: int | None = 100, n_out: int | None = 10, **kw
-) -> Answer:
-    return Answer(text=text, model=model, input_tokens=n_in, output_tokens=n_out, **kw)
-
-
-def caller(script: Mapping[str, Answer | BaseException] | None = None, log: list | None = None
-           ) -> Callable[[str, bool], Answer]:
-    """A sync model caller: returns ``script[model]`` (default a good answer) or raises it."""
-
-    def call(model: str, is_last: bool) -> Answer:
-        if log is not None:
-            log.append((model, is_last))
-        out = (script or {}).get(model, answer(model))
-        if isinstance(out, BaseException):
-            raise out
-        return out
-
-    return call
-
-
-def acaller(script: Mapping[str, Answer | BaseException] | None = None, log: list | None = None):
-    sync = caller(script, log)
-
-    async def acall(model: str, is_last: bool) -> Answer:
-        await asyncio.sleep(0)
-        return sync(model, is_last)
-
-    return acall
-
-
-def ticker(step: float = 0.5) -> Callable[[], float]:
-    t = [0.0]
-
-    def clock() -> float:
-        t[0] += step
-        return t[0]
-
-    return clock
 
 
 async def run_both(judge: FakeJudge, script=None, **kw) -> tuple[DispatchResult, DispatchResult]:
@@ -456,8 +370,10 @@ async def test_to_dict_is_json_and_complete():
     assert d["escalated"] is True and d["answering_tier"] == 2 and d["ladder"] == list(LADDER)
     assert d["reason"] == res.reason
     keys = {"tier", "model", "p", "threshold", "accepted", "reason", "error", "input_tokens", "output_tokens",
-            "usage_source", "cost_usd", "latency_s", "ttft_s", "tpot_s"}
+            "usage_source", "cost_usd", "latency_s", "ttft_s", "tpot_s", "error_kind", "retry"}
     assert [set(t) for t in d["tiers"]] == [keys] * 3
+    assert [t["error_kind"] for t in d["tiers"]] == ["timeout", None, None]
+    assert d["degraded"] is None and d["spend_guard"] is None
     t0, t1, t2 = d["tiers"]
     assert t0["error"] == "TimeoutError: t" and t0["p"] is None and t0["threshold"] == 0.6
     assert t1["p"] == 0.3 and t1["threshold"] == 0.7 and t1["accepted"] is False

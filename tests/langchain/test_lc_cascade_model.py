@@ -220,11 +220,12 @@ def test_account_schema(make_model: Make, queries: dict[str, str]) -> None:
     acc = account(out)
     json.dumps(acc, allow_nan=False)
     assert set(acc) == {"cluster", "routed_model", "model", "answering_tier", "escalated", "reason", "ladder",
-                        "tiers", "totals", "floor", "streamed", "ttft_s", "tpot_s"}
+                        "tiers", "totals", "floor", "streamed", "ttft_s", "tpot_s", "degraded", "spend_guard"}
     assert set(acc["totals"]) == {"cost_usd", "input_tokens", "output_tokens", "latency_s"}
     for t in acc["tiers"]:
         assert set(t) == {"tier", "model", "p", "threshold", "accepted", "reason", "error", "input_tokens",
-                          "output_tokens", "usage_source", "cost_usd", "latency_s", "ttft_s", "tpot_s"}
+                          "output_tokens", "usage_source", "cost_usd", "latency_s", "ttft_s", "tpot_s",
+                          "error_kind", "retry"}
     assert isinstance(acc["cluster"], int)
     assert acc["ladder"] == list(POOL)
     assert acc["streamed"] is False and acc["ttft_s"] > 0 and acc["tpot_s"] > 0
