@@ -12,13 +12,15 @@ def conversation_floor(accounts: Iterable[Mapping[str, Any] | None], pool: Seque
     ``accounts`` are the crescade accounts of the conversation's earlier assistant messages, oldest
     first (``None`` for messages the cascade did not produce). The latest answer that was escalated
     sets the floor to the model that answered it; a later answer that was itself floored carries its
-    floor forward. Models no longer in ``pool`` are ignored.
+    floor forward. Models no longer in ``pool``, and accounts that are not shaped like crescade's own
+    (``escalated`` not ``True``, names that are not strings), are ignored.
     """
     for account in reversed(list(accounts)):
         if not isinstance(account, Mapping):
             continue
-        if account.get("escalated") and account.get("model") in pool:
-            return str(account["model"])
-        if account.get("floor") in pool:
-            return str(account["floor"])
+        model, floor = account.get("model"), account.get("floor")
+        if account.get("escalated") is True and isinstance(model, str) and model in pool:
+            return model
+        if isinstance(floor, str) and floor in pool:
+            return floor
     return None

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from .decisions import Answer, Plan, UsageSource, Verdict
 from .errors import AllTiersFailedError, ConfigError, CrescadeError, InputError, PricingError, TierFailure
+from .inputs import restrict_to_inputs
 from .reliability import (
     DEFAULT_RELIABILITY,
     Reliability,
@@ -479,7 +480,10 @@ class DispatchSession:
         reliability: Reliability | None = None,
         clock: Callable[[], float] = time.perf_counter,
         on_record: Callable[[TierAttempt], None] | None = None,
+        needs: set[str] | frozenset[str] | None = None,
     ) -> DispatchSession:
+        """Plan (unless ``plan`` is given) and check a request; ``needs`` are the kinds of content it carries
+        (``{"text", "image"}``...): the ladder keeps only the tiers whose card accepts them all."""
         if plan is not None and min_model is not None:
             raise ConfigError("pass either plan or min_model, not both (min_model is given to judge.plan)")
         if not isinstance(query, str):
@@ -499,6 +503,8 @@ class DispatchSession:
         if missing:
             raise PricingError(f"no price for model(s) {', '.join(map(repr, missing))}; "
                                "an unknown price is never a silent zero")
+        if needs:
+            plan = restrict_to_inputs(plan, prices, set(needs))
         return cls(judge, query, plan, prices, counter or default_counter, reliability, clock, on_record)
 
     @property

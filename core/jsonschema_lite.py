@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["schema_errors"]
+__all__ = ["schema_errors", "schema_problems"]
 
 _MAX_DEPTH = 32
 
@@ -106,3 +106,77 @@ def _sub_errors(value: Any, schema: Any, root: Mapping[str, Any], path: str, dep
     errs: list[str] = []
     _check(value, schema, root, path, errs, depth + 1)
     return errs
+
+
+_TYPES = frozenset({"null", "boolean", "integer", "number", "string", "array", "object"})
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions")
+_SCHEMA_ONE = ("not", "if", "then", "else", "contains", "propertyNames")
+
+
+def schema_problems(schema: Any) -> list[str]:
+    """What makes ``schema`` not a JSON Schema the checker and the providers can use, as ``"path: problem"``
+    strings (empty: fine). Checked: the shape of the keywords above, type names, ``required`` naming
+    strings, ``enum`` being a list, local ``$ref`` pointers that resolve, and nesting depth."""
+    problems: list[str] = []
+    if not isinstance(schema, Mapping):
+        return [f"$: a schema must be an object, got {type(schema).__name__}"]
+    _schema(schema, schema, "$", problems, 0)
+    return problems
+
+
+def _schema(node: Any, root: Mapping[str, Any], path: str, out: list[str], depth: int) -> None:
+    if len(out) >= 20:
+        return
+    if isinstance(node, bool):
+        return  # true / false are schemas
+    if not isinstance(node, Mapping):
+        out.append(f"{path}: a schema must be an object or a boolean, got {type(node).__name__}")
+        return
+    if depth > _MAX_DEPTH:
+        out.append(f"{path}: nested more than {_MAX_DEPTH} levels deep")
+        return
+    kinds = node.get("type")
+    if kinds is not None:
+        names = [kinds] if isinstance(kinds, str) else kinds
+        if not isinstance(names, list) or not names or not all(isinstance(k, str) for k in names):
+            out.append(f"{path}.type: must be a type name or a list of them, got {kinds!r}")
+        else:
+            bad = [k for k in names if k not in _TYPES]
+            if bad:
+                out.append(f"{path}.type: unknown type(s) {', '.join(map(repr, bad))}")
+    req = node.get("required")
+    if req is not None and (not isinstance(req, list) or not all(isinstance(k, str) for k in req)):
+        out.append(f"{path}.required: must be a list of property names, got {req!r}")
+    if "enum" in node and not isinstance(node["enum"], list):
+        out.append(f"{path}.enum: must be a list, got {type(node['enum']).__name__}")
+    ref = node.get("$ref")
+    if ref is not None:
+        if not isinstance(ref, str):
+            out.append(f"{path}.$ref: must be a string, got {type(ref).__name__}")
+        elif ref.startswith("#") and _resolve(ref, root) is None:
+            out.append(f"{path}.$ref: {ref!r} does not resolve inside the schema")
+    for key in _SCHEMA_LISTS:
+        if key in node:
+            subs = node[key]
+            if not isinstance(subs, list):
+                out.append(f"{path}.{key}: must be a list of schemas, got {type(subs).__name__}")
+                continue
+            for i, sub in enumerate(subs):
+                _schema(sub, root, f"{path}.{key}[{i}]", out, depth + 1)
+    for key in _SCHEMA_MAPS:
+        if key in node:
+            subs = node[key]
+            if not isinstance(subs, Mapping):
+                out.append(f"{path}.{key}: must be an object of schemas, got {type(subs).__name__}")
+                continue
+            for name, sub in subs.items():
+                _schema(sub, root, f"{path}.{key}.{name}", out, depth + 1)
+    for key in (*_SCHEMA_ONE, "additionalProperties", "items"):
+        if key in node:
+            sub = node[key]
+            if key == "items" and isinstance(sub, list):  # draft-7 tuple form
+                for i, s in enumerate(sub):
+                    _schema(s, root, f"{path}.items[{i}]", out, depth + 1)
+            else:
+                _schema(sub, root, f"{path}.{key}", out, depth + 1)

@@ -21,10 +21,12 @@ from typing import Any
 from .atomic import atomic_write
 from .errors import PricingError
 
-__all__ = ["ModelCard", "load_prices", "price_of", "save_prices"]
+__all__ = ["INPUT_KINDS", "ModelCard", "load_prices", "price_of", "save_prices"]
 
 _REQUIRED = ("input_per_mtok", "output_per_mtok")
-_OPTIONAL = ("context_window", "ttft_s", "tpot_s")
+_OPTIONAL = ("context_window", "ttft_s", "tpot_s", "inputs")
+#: Kinds of message content a model may accept; every model accepts text.
+INPUT_KINDS = ("text", "image", "audio", "video", "file")
 _MAX_PRICES_BYTES = 16 * 1024 * 1024
 
 
@@ -34,7 +36,11 @@ def _is_real(x: object) -> bool:
 
 @dataclass(frozen=True)
 class ModelCard:
-    """Price (USD per million tokens) and optional latency/context facts of one model."""
+    """Price (USD per million tokens) and optional latency/context facts of one model.
+
+    ``inputs``: the kinds of content the model accepts (:data:`INPUT_KINDS`; text always). A request with
+    an image goes only to tiers whose card lists ``"image"``.
+    """
 
     name: str
     input_per_mtok: float
@@ -42,6 +48,7 @@ class ModelCard:
     context_window: int | None = None
     ttft_s: float | None = None
     tpot_s: float | None = None
+    inputs: frozenset[str] = frozenset({"text"})
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -69,6 +76,15 @@ class ModelCard:
                     f"model {self.name!r}: {field} must be a finite non-negative number or null, got {v!r}"
                 )
             object.__setattr__(self, field, float(v))
+        kinds = self.inputs
+        if isinstance(kinds, str) or not all(isinstance(k, str) for k in (kinds or ())):
+            raise PricingError(f"model {self.name!r}: inputs must be a list of {', '.join(INPUT_KINDS)}, "
+                               f"got {kinds!r}")
+        unknown = sorted(set(kinds) - set(INPUT_KINDS))
+        if unknown:
+            raise PricingError(f"model {self.name!r}: unknown input kind(s) {', '.join(map(repr, unknown))}; "
+                               f"known: {', '.join(INPUT_KINDS)}")
+        object.__setattr__(self, "inputs", frozenset({"text", *kinds}))
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         """USD cost of one call with these token counts."""
@@ -82,7 +98,10 @@ class ModelCard:
         out: dict[str, Any] = {"input_per_mtok": self.input_per_mtok, "output_per_mtok": self.output_per_mtok}
         for field in _OPTIONAL:
             v = getattr(self, field)
-            if v is not None:
+            if field == "inputs":
+                if v != {"text"}:
+                    out[field] = sorted(v)
+            elif v is not None:
                 out[field] = v
         return out
 

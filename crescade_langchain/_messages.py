@@ -28,6 +28,7 @@ from ._stream import LiveStream
 __all__ = [
     "answer_from_message",
     "as_chunk",
+    "content_kinds",
     "conversation_floor",
     "forced_tool",
     "message_text",
@@ -50,6 +51,19 @@ def content_text(content: Any) -> str:
         elif isinstance(part, Mapping) and part.get("type") == "text" and isinstance(part.get("text"), str):
             parts.append(part["text"])
     return "".join(parts)
+
+
+_PART_KINDS = {"image": "image", "image_url": "image", "audio": "audio", "input_audio": "audio", "file": "file",
+               "document": "file", "pdf": "file", "video": "video"}
+
+
+def content_kinds(content: Any) -> set[str]:
+    """The kinds of media in a message content (``"image"``, ``"audio"``, ``"file"``, ``"video"``); text,
+    tool-use and reasoning parts are not media and do not count."""
+    if isinstance(content, str):
+        return set()
+    return {_PART_KINDS[part["type"]] for part in content or ()
+            if isinstance(part, Mapping) and part.get("type") in _PART_KINDS}
 
 
 def _tool_calls_text(msg: AIMessage) -> str:

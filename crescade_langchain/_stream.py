@@ -9,7 +9,7 @@ from crescade.streamclock import StreamClock
 
 __all__ = ["STRIPPED_CHUNK_METADATA", "LiveStream", "forwarded", "has_output"]
 
-STRIPPED_CHUNK_METADATA = ("model_name", "output_version")
+STRIPPED_CHUNK_METADATA = ("model_name", "output_version", "crescade")  # ours come on the final chunk
 
 
 def has_output(chunk: AIMessageChunk) -> bool:

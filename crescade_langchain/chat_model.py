@@ -43,13 +43,14 @@ from crescade.dispatch import (
     run_session,
     stream_session,
 )
-from crescade.errors import PoolError, PricingError
+from crescade.errors import InputError, PoolError, PricingError
+from crescade.inputs import check_messages, check_tool
 from crescade.pricing import ModelCard
 from crescade.reliability import Reliability
 from crescade.tokens import count_tokens
 
 from ._callbacks import Parent
-from ._messages import answer_from_message, as_chunk, conversation_floor, render_query
+from ._messages import answer_from_message, as_chunk, content_kinds, conversation_floor, message_text, render_query
 from ._stream import STRIPPED_CHUNK_METADATA, LiveStream, forwarded
 
 __all__ = ["CascadeChatModel"]
@@ -72,6 +73,7 @@ class _Call:
     query: str
     floor: str | None
     parent: Parent
+    needs: set[str]
 
 
 class CascadeChatModel(BaseChatModel):
@@ -197,8 +199,15 @@ class CascadeChatModel(BaseChatModel):
         tool_choice: str | dict[str, Any] | bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
-        """Bind tools (stored as OpenAI-format dicts); each tier binds them to its child at call time."""
-        formatted = [convert_to_openai_tool(t) for t in tools]
+        """Bind tools (stored as OpenAI-format dicts); each tier binds them to its child at call time.
+        A tool whose name or parameter schema is unusable is an :class:`~crescade.errors.InputError` here."""
+        formatted = []
+        for i, t in enumerate(tools):
+            try:
+                formatted.append(convert_to_openai_tool(t))
+            except (ValueError, TypeError, KeyError) as exc:
+                raise InputError(f"tool {i}: cannot be turned into a tool schema ({exc})") from None
+        _check_tools(formatted)
         if tool_choice is not None:
             kwargs["tool_choice"] = tool_choice
         return self.bind(tools=formatted, **kwargs)
@@ -257,14 +266,17 @@ class CascadeChatModel(BaseChatModel):
         else:
             parent = hint if isinstance(hint, Parent) else Parent()
         pool = self.cascade.models_
+        needs = check_messages([message_text(m) for m in messages], [content_kinds(m.content) for m in messages])
+        tools = list(kwargs.get("tools") or [])
+        _check_tools(tools)
         return _Call(
-            messages=list(messages), stop=stop, kwargs=kwargs, tools=list(kwargs.get("tools") or []),
+            messages=list(messages), stop=stop, kwargs=kwargs, tools=tools,
             tool_choice=kwargs.get("tool_choice"), query=render_query(messages, self.conversation_window),
-            floor=conversation_floor(messages, pool) if self.monotone else None, parent=parent)
+            floor=conversation_floor(messages, pool) if self.monotone else None, parent=parent, needs=needs)
 
     def _session(self, call: _Call) -> DispatchSession:
         return DispatchSession.start(self.cascade, call.query, self._cards, None, call.floor, self.max_depth, None,
-                                     reliability=self.reliability)
+                                     reliability=self.reliability, needs=call.needs)
 
     def _child(self, name: str, kwargs: Mapping[str, Any]) -> Runnable[LanguageModelInput, BaseMessage]:
         """The tier's chat model with this call's tools and other kwargs bound."""
@@ -398,6 +410,17 @@ class _TierStream(LiveStream):
 
 
 # ---------------------------------------------------------------------- helpers
+def _check_tools(tools: Sequence[Any]) -> None:
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, Mapping):
+            raise InputError(f"tool {i}: expected an OpenAI-format tool dict, got {type(tool).__name__}")
+        if tool.get("type") == "function":
+            fn = tool.get("function")
+            if not isinstance(fn, Mapping):
+                raise InputError(f"tool {i}: 'function' must be an object, got {type(fn).__name__}")
+            check_tool(fn.get("name"), fn.get("parameters"), index=i)
+
+
 def _pre_run(config: RunnableConfig | None, *, is_async: bool) -> tuple[RunnableConfig, Parent]:
     """Fix a ``stream``/``astream`` call's run id and callback manager before the base class starts the run.
 

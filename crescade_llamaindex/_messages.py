@@ -110,6 +110,15 @@ def message_text(msg: ChatMessage) -> str:
     return text
 
 
+_BLOCK_KINDS = {"image": "image", "audio": "audio", "video": "video", "document": "file", "file": "file"}
+
+
+def content_kinds(msg: ChatMessage) -> set[str]:
+    """The kinds of media in a message's blocks (``ImageBlock`` -> ``"image"``, ``DocumentBlock`` -> ``"file"``,
+    ...); text, tool-call and thinking blocks are not media and do not count."""
+    return {_BLOCK_KINDS[b.block_type] for b in msg.blocks if getattr(b, "block_type", None) in _BLOCK_KINDS}
+
+
 def _role(msg: ChatMessage) -> str:
     role = _role_value(msg)
     if role in _SYSTEM_ROLES:

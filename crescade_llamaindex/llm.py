@@ -43,7 +43,8 @@ from crescade.dispatch import (
     run_session,
     stream_session,
 )
-from crescade.errors import PoolError, PricingError
+from crescade.errors import InputError, PoolError, PricingError
+from crescade.inputs import check_messages, check_tool
 from crescade.pricing import ModelCard
 from crescade.reliability import Reliability
 from crescade.streamclock import StreamClock
@@ -55,8 +56,10 @@ from ._messages import (
     answer_from_response,
     buffer_string,
     clean_history,
+    content_kinds,
     conversation_floor,
     forced_tool,
+    message_text,
     render_query,
 )
 
@@ -81,6 +84,7 @@ class _Call:
     prompt: str | None = None  # completion mode
     formatted: bool = False
     prompt_text: str = field(default="")
+    needs: set[str] = field(default_factory=lambda: {"text"})
 
     @property
     def forced(self) -> str | bool:
@@ -211,20 +215,33 @@ class CascadeLLM(FunctionCallingLLM):
             opts.update(kwargs)  # anything else given to chat() rides along to each chat_with_tools
             kwargs = {}
         messages = list(messages)
+        bad = next((i for i, m in enumerate(messages) if not isinstance(m, ChatMessage)), None)
+        if bad is not None:
+            raise InputError(f"message {bad}: expected a ChatMessage, got {type(messages[bad]).__name__}")
+        needs = check_messages([message_text(m) for m in messages], [content_kinds(m) for m in messages])
+        if tools is not None:
+            for i, tool in enumerate(tools):
+                meta = getattr(tool, "metadata", None)
+                if meta is None:
+                    raise InputError(f"tool {i}: expected a LlamaIndex tool, got {type(tool).__name__}")
+                check_tool(meta.name, _parameters(meta, i), index=i)
         pool = self.cascade.models_
         children = clean_history(messages)
         return _Call(messages=children, kwargs=kwargs, tools=list(tools) if tools is not None else None,
                      tool_opts=opts, query=render_query(messages, self.conversation_window),
                      floor=conversation_floor(messages, pool) if self.monotone else None,
-                     span=active_span_id.get(), prompt_text=buffer_string(children))
+                     span=active_span_id.get(), prompt_text=buffer_string(children), needs=needs)
 
     def _prepare_completion(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> _Call:
+        if not isinstance(prompt, str):
+            raise InputError(f"the prompt must be a string, got {type(prompt).__name__}")
+        check_messages([prompt], [set()])
         return _Call(messages=[], kwargs=dict(kwargs), tools=None, tool_opts={}, query=prompt, floor=None,
                      span=active_span_id.get(), prompt=prompt, formatted=formatted, prompt_text=prompt)
 
     def _session(self, call: _Call) -> DispatchSession:
         session = DispatchSession.start(self.cascade, call.query, self._cards, None, call.floor, self.max_depth, None,
-                                        reliability=self.reliability,
+                                        reliability=self.reliability, needs=call.needs,
                                         on_record=lambda attempt: self._after(attempt, plan.ladder, call))
         plan = session.plan
         dispatcher.event(CascadeRouteEvent(cluster=int(plan.cluster), routed_model=plan.routed_model,
@@ -412,6 +429,15 @@ class CascadeLLM(FunctionCallingLLM):
 
 
 # ---------------------------------------------------------------------- helpers
+def _parameters(meta: Any, index: int) -> Any:
+    """A tool's parameter schema, or a clear error when it cannot even be produced."""
+    try:
+        return meta.get_parameters_dict()
+    except Exception as exc:
+        raise InputError(f"tool {index} ({getattr(meta, 'name', '?')!r}): its parameter schema cannot be built "
+                         f"({type(exc).__name__}: {exc})") from None
+
+
 def _check_pool(llms: Any, cascade: Any, prices: Any) -> dict[str, ModelCard]:
     """The price card of every pool model; a clear error when ``llms`` does not map the pool exactly."""
     pool = list(getattr(cascade, "models_", None) or [])
