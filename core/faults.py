@@ -152,13 +152,14 @@ class FaultSchedule:
 
     ``kinds`` are drawn uniformly; ``retry_after_s`` is the ``Retry-After`` of ``rate_limit`` faults,
     ``hang_s`` how long a hang lasts at most (:meth:`release` ends every hang at once), ``slow_s`` the
-    delay of ``slow`` and ``timeout`` faults. :attr:`log` lists ``(model, key, kind)`` for every call,
-    :attr:`deliveries` every answer the wrappers handed back in full, with the usage it reported.
+    delay of ``slow`` and ``timeout`` faults, ``limit`` the most faults injected in all. :attr:`log` lists
+    ``(model, key, kind)`` for every call, :attr:`deliveries` every answer the wrappers handed back in
+    full, with the usage it reported.
     """
 
     def __init__(self, rate: float = 0.2, *, kinds: Sequence[str] = FAULT_KINDS, seed: int = 0,
                  models: Sequence[str] | None = None, retry_after_s: float = 0.05, hang_s: float = 30.0,
-                 slow_s: float = 0.02, after_chunks: int = 2) -> None:
+                 slow_s: float = 0.02, after_chunks: int = 2, limit: int | None = None) -> None:
         if not 0.0 <= rate <= 1.0:
             raise ConfigError(f"rate must be in [0, 1], got {rate!r}")
         unknown = [k for k in kinds if k not in FAULT_KINDS]
@@ -167,6 +168,8 @@ class FaultSchedule:
         self.rate, self.kinds, self.seed = float(rate), tuple(kinds), int(seed)
         self.models = None if models is None else frozenset(models)
         self.retry_after_s, self.hang_s, self.slow_s, self.after_chunks = retry_after_s, hang_s, slow_s, after_chunks
+        self.limit = limit
+        self._injected = 0
         self._lock = threading.Lock()
         self._seen: Counter[tuple[str, str]] = Counter()
         self._released = threading.Event()
@@ -187,6 +190,9 @@ class FaultSchedule:
                           retry_after_s=self.retry_after_s if kind == "rate_limit" else None,
                           seconds=self.hang_s if kind in ("hang", "stream_hang") else self.slow_s)
         with self._lock:
+            if fault is not None and self.limit is not None and self._injected >= self.limit:
+                fault = None
+            self._injected += fault is not None
             self.log.append((model, key, fault.kind if fault else None))
         return fault
 

@@ -5,14 +5,22 @@ when asked to answer from a context; ``strong-m`` calls tools correctly and quot
 line. Both answer a tool result with "The answer is <result>." Streams (SSE) when asked to, one word per
 chunk, with usage in a last chunk (or, with ``stream_usage=False``, none: llama.cpp's server). Serves
 in a daemon thread until :meth:`FakeOpenAI.stop`; loopback only.
+
+:meth:`FakeOpenAI.fail_next` makes the next requests for a model fail the way real servers do, on the
+wire: ``429`` (with ``Retry-After``), ``429-bare``, ``500``, ``503``, ``reset`` (connection reset, no
+response), ``malformed`` (200 with a body that is not JSON), ``hang`` (no response until released),
+``stream-cut`` (two chunks, then the connection closes).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import socket
+import struct
 import threading
 import time
+from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -45,13 +53,57 @@ def reply(body: dict[str, Any]) -> tuple[dict[str, Any], str]:
 
 class _Handler(BaseHTTPRequestHandler):
     server_version = "fake-openai/0"
+    protocol_version = "HTTP/1.1"  # streams use chunked transfer encoding, so a cut stream is detectable
+
+    def end_headers(self) -> None:
+        # one request per connection: clients' pooled connections never outlive the event loop that made them
+        self.send_header("Connection", "close")
+        self.close_connection = True
+        super().end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def _error(self, status: int, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps({"error": {"message": f"fake error {status}", "type": "server_error", "code": status}})
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data.encode())
+
+    def _fault(self, fault: str) -> bool:
+        """Act out ``fault``; True when the request is done with (no normal reply)."""
+        if fault in ("429", "429-bare"):
+            self._error(429, {"Retry-After": "30"} if fault == "429" else None)
+        elif fault in ("500", "503"):
+            self._error(int(fault))
+        elif fault == "reset":
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            self.connection.close()
+        elif fault == "malformed":
+            data = b'{"id": "chatcmpl-fake", "choices": [{"message": '
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        elif fault == "hang":
+            self.server.released.wait(60)  # type: ignore[attr-defined]
+            self.close_connection = True
+        else:
+            return False
+        return True
+
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.requests.append(body)  # type: ignore[attr-defined]
+        fault = self.server.take_fault(body["model"])  # type: ignore[attr-defined]
+        if fault and self._fault(fault):
+            return
         msg, finish = reply(body)
         base = {"id": "chatcmpl-fake", "created": int(time.time()), "model": body["model"]}
         if not body.get("stream"):
@@ -66,6 +118,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         chunk = {**base, "object": "chat.completion.chunk"}
         deltas: list[dict[str, Any]] = [{"role": "assistant", "content": w}
@@ -75,9 +128,19 @@ class _Handler(BaseHTTPRequestHandler):
         events.append({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
         if self.server.stream_usage:  # type: ignore[attr-defined]
             events.append({**chunk, "choices": [], "usage": _USAGE})
-        for event in events:
-            self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
-        self.wfile.write(b"data: [DONE]\n\n")
+        lines = [f"data: {json.dumps(event)}\n\n".encode() for event in events] + [b"data: [DONE]\n\n"]
+        if fault == "stream-cut":  # two chunks, then the connection closes without the last chunk
+            for line in lines[:2]:
+                self._chunk(line)
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        for line in lines:
+            self._chunk(line)
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
 
 
 class FakeOpenAI:
@@ -87,6 +150,10 @@ class FakeOpenAI:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.requests = []  # type: ignore[attr-defined]
         self.httpd.stream_usage = stream_usage  # type: ignore[attr-defined]
+        self.httpd.released = threading.Event()  # type: ignore[attr-defined]
+        self._faults: dict[str, deque[str]] = {}
+        self._lock = threading.Lock()
+        self.httpd.take_fault = self._take  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
         self.thread.start()
 
@@ -99,7 +166,18 @@ class FakeOpenAI:
     def requests(self) -> list[dict[str, Any]]:
         return list(self.httpd.requests)  # type: ignore[attr-defined]
 
+    def fail_next(self, model: str, fault: str, count: int = 1) -> None:
+        """Make the next ``count`` requests for ``model`` fail with ``fault`` (see the module docstring)."""
+        with self._lock:
+            self._faults.setdefault(model, deque()).extend([fault] * count)
+
+    def _take(self, model: str) -> str | None:
+        with self._lock:
+            q = self._faults.get(model)
+            return q.popleft() if q else None
+
     def stop(self) -> None:
+        self.httpd.released.set()  # type: ignore[attr-defined]
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(timeout=5)
