@@ -726,13 +726,27 @@ class Cascade:
     def load(cls, directory: str | Path, *, embedder: Any = None) -> Cascade:
         """Load a saved cascade. Never executes code; a damaged or foreign artifact is an ArtifactError."""
         meta, arrays = load_artifact(directory, kind=ARTIFACT_KIND)
+        bad = sorted(k for k, a in arrays.items() if a.dtype.kind not in "fiub")
+        if bad:
+            raise ArtifactError(f"{directory}: array(s) {', '.join(bad)} are not real numbers "
+                                f"({', '.join(str(arrays[k].dtype) for k in bad)})")
         try:
-            return cls._from_state(meta, arrays, embedder)
-        except ArtifactError:
-            raise
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-            raise ArtifactError(f"{directory}: artifact content is inconsistent: {type(exc).__name__}: {exc}"
-                                ) from None
+            self = cls._from_state(meta, arrays, embedder)
+            self._self_check()
+        except ArtifactError as exc:
+            raise ArtifactError(f"{directory}: {exc}") from None
+        except Exception as exc:  # whatever a damaged artifact trips over is the artifact's fault
+            raise ArtifactError(f"{directory}: artifact content is inconsistent: {type(exc).__name__}: "
+                                f"{str(exc)[:300]}") from None
+        return self
+
+    def _self_check(self) -> None:
+        """Plan and judge one probe, so an artifact that loads is one that serves."""
+        plan = self.plan("probe: does this artifact route?")
+        for tier, model in enumerate(plan.ladder[:-1]):
+            v = self.judge("probe", Answer(text="B", model=model), plan=plan, tier=tier)
+            if not isinstance(v.p, float):
+                raise ArtifactError("the quality estimator does not return a probability")
 
     @classmethod
     def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], embedder: Any) -> Cascade:
@@ -767,6 +781,9 @@ class Cascade:
             raise ArtifactError("ladders do not match the pool")
         self.answer_tables_ = {(int(t["cluster"]), int(t["model"])): AnswerTable(
             {str(a): int(c) for a, c in t["counts"].items()}, int(t["total"])) for t in meta["answer_tables"]}
+        if set(self.answer_tables_) != {(c, j) for c in range(k) for j in range(m)} or any(
+                t.total < 0 or any(c < 0 for c in t.counts.values()) for t in self.answer_tables_.values()):
+            raise ArtifactError("answer tables do not cover every cluster and model with counts >= 0")
         self.cards_ = {name: ModelCard(**{**card, "name": name}) for name, card in meta["cards"].items()}
         self.calib_prompt_ids_ = [str(x) for x in meta["calib_prompt_ids"]]
         n = len(self.calib_prompt_ids_)

@@ -98,8 +98,8 @@ def load_examples(path: str | os.PathLike[str]) -> list[Example]:
             continue
         try:
             obj = json.loads(line)
-        except ValueError as e:
-            raise RecordsError(f"invalid JSON: {e}", path=where, line=lineno) from None
+        except (ValueError, RecursionError) as e:
+            raise RecordsError(f"invalid JSON: {str(e) or 'nested too deeply'}", path=where, line=lineno) from None
         if not isinstance(obj, dict):
             raise RecordsError(f"expected a JSON object, got {type(obj).__name__}", path=where, line=lineno)
         ex = _example_of(obj, where, lineno)
@@ -422,7 +422,7 @@ def _existing_pairs(path: Path, by_id: Mapping[str, Example]) -> set[tuple[str, 
 def _json_object(raw: bytes) -> dict[str, Any] | None:
     try:
         obj = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return obj if isinstance(obj, dict) else None
 

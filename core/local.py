@@ -614,7 +614,7 @@ def _read_state(cache_dir: str | os.PathLike[str] | None) -> dict[str, dict[str,
         state = json.loads(path.read_text())
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise LocalError(f"{path}: unreadable server state ({e})") from None
     return state if isinstance(state, dict) else {}
 

@@ -139,7 +139,7 @@ def load_prices(path: str | os.PathLike[str]) -> dict[str, ModelCard]:
         data = json.loads(raw.decode("utf-8-sig"), parse_constant=_reject_constant)
     except UnicodeDecodeError as e:
         raise PricingError(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except (json.JSONDecodeError, ValueError) as e:
+    except (ValueError, RecursionError) as e:
         raise PricingError(f"{where}: invalid JSON: {e}") from None
     if not isinstance(data, dict):
         raise PricingError(f"{where}: expected a JSON object mapping model names to prices")

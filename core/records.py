@@ -241,13 +241,17 @@ def _stream_error(e: BaseException, where: str, after: int | None) -> RecordsErr
 
 
 _STREAM_ERRORS = (EOFError, zlib.error, OSError)
+#: The longest line a record file may have (a response of 64 MiB is not a chat answer).
+MAX_LINE_BYTES = 64 << 20
 
 
-def _text_lines(stream: IO[bytes], where: str, chunk_size: int = 1 << 20) -> Iterator[str]:
+def _text_lines(stream: IO[bytes], where: str, chunk_size: int = 1 << 20,
+                max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[str]:
     """Decoded physical lines (split on ``\\n``, ends kept), read in large blocks.
 
     A line is never split inside a UTF-8 sequence (``\\n`` cannot occur in one); decoding errors
-    name their line.
+    name their line. A line longer than ``max_line_bytes`` is an error (a decompression bomb or a
+    file that is not records cannot exhaust memory one line at a time).
     """
     lineno = 0  # lines yielded so far
     pending: list[bytes] = []  # bytes of the current, unfinished line
@@ -259,6 +263,8 @@ def _text_lines(stream: IO[bytes], where: str, chunk_size: int = 1 << 20) -> Ite
             raise _stream_error(e, where, lineno) from None
         if chunk and b"\n" not in chunk:
             pending.append(chunk)
+            if sum(map(len, pending)) > max_line_bytes:
+                raise RecordsError(f"line longer than {max_line_bytes} bytes", path=where, line=lineno + 1)
             continue
         data = b"".join([*pending, chunk]) if pending else chunk
         pending = []
@@ -344,6 +350,8 @@ def _jsonl_rows(lines: Iterator[str], where: str) -> Iterator[tuple[int, Callabl
             obj = json.loads(line, parse_constant=_reject_json_constant)
         except ValueError as e:
             raise RecordsError(f"invalid JSON: {e}", path=where, line=lineno) from None
+        except RecursionError:
+            raise RecordsError("invalid JSON: nested too deeply", path=where, line=lineno) from None
         if not isinstance(obj, dict):
             raise RecordsError(
                 f"expected a JSON object, got {type(obj).__name__}", path=where, line=lineno

@@ -506,3 +506,17 @@ def test_usage_source_round_trips_and_unknown_values_are_rejected(tmp_path: Path
     with pytest.raises(RecordsError, match="usage_source") as info:
         read_records(bad)
     assert "provider" in str(info.value) and "line 1" in str(info.value)
+
+
+def test_a_decompression_bomb_line_is_refused_without_reading_it_all(tmp_path) -> None:
+    import gzip as _gzip
+
+    from crescade import records as records_module
+
+    path = tmp_path / "bomb.jsonl.gz"
+    with _gzip.open(path, "wb") as f:
+        for _ in range(80):
+            f.write(b"x" * (1 << 20))  # 80 MiB without a newline, a few hundred KiB on disk
+    assert path.stat().st_size < 2 << 20
+    with pytest.raises(RecordsError, match=r"line 1.*line longer than 67108864 bytes|longer than"):
+        records_module.read_records(path)
