@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from .decisions import Answer, Plan, UsageSource, Verdict
 from .errors import AllTiersFailedError, ConfigError, CrescadeError, InputError, PricingError, TierFailure
 from .inputs import restrict_to_inputs
+from .redact import redact
 from .reliability import (
     DEFAULT_RELIABILITY,
     Reliability,
@@ -63,11 +63,6 @@ a pair (or an object with ``n`` and ``source``, such as ``crescade.tokens.TokenC
 
 _MAX_ERROR_CHARS = 500
 _SOURCE_RANK = {"provider": 0, "tiktoken": 1, "estimate": 2}
-_SECRET_PATTERNS = (
-    re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-]{8,}"),
-    re.compile(r"(?i)\bBearer\s+[A-Za-z0-9._~+/\-]+=*"),
-    re.compile(r"(?i)\b(api[_-]?key|access[_-]?token|secret|password)(\s*[=:]\s*)['\"]?[^\s'\",;]+"),
-)
 
 
 class Judge(Protocol):
@@ -820,18 +815,11 @@ def describe_error(exc: BaseException) -> str:
         msg = str(exc)
     except Exception:
         msg = "<unprintable>"
-    for pattern in _SECRET_PATTERNS:
-        msg = pattern.sub(_redact, msg)
+    msg = redact(msg)
     if len(msg) > _MAX_ERROR_CHARS:
         msg = msg[: _MAX_ERROR_CHARS - 3] + "..."
     name = type(exc).__name__
     return f"{name}: {msg}" if msg else name
-
-
-def _redact(m: re.Match[str]) -> str:
-    if m.lastindex:  # key=value: keep the key name
-        return f"{m.group(1)}{m.group(2)}[redacted]"
-    return "[redacted]"
 
 
 def _finite(x: float | None) -> float | None:

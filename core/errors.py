@@ -56,7 +56,13 @@ class TierFailure:
     error: BaseException
 
     def describe(self) -> str:
-        return f"tier {self.tier} ({self.model}): {type(self.error).__name__}: {self.error}"
+        from .redact import redact
+
+        try:
+            text = str(self.error)
+        except Exception:
+            text = "<unprintable>"
+        return f"tier {self.tier} ({self.model}): {type(self.error).__name__}: {redact(text)[:500]}"
 
 
 class AllTiersFailedError(CrescadeError, RuntimeError):

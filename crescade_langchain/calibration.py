@@ -18,6 +18,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from crescade import Answer
 from crescade.collect import CollectReport, Example, collect, fit_on_records
 from crescade.pricing import ModelCard
+from crescade.redact import register_secrets, secrets_of
 
 from ._messages import answer_from_message, as_chunk
 from ._stream import LiveStream
@@ -80,6 +81,7 @@ def collect_records(
     With ``stream=True`` each call is streamed, so the records carry measured TTFT and TPOT; where the
     stream reports no usage (llama.cpp's server), output tokens are its content chunks, marked ``estimate``.
     """
+    register_secrets(v for m in models.values() for v in secrets_of(m))
     return collect(examples, _caller(models, system_prompt, stream), list(models), out, prices=prices,
                    concurrency=concurrency, retries=retries, progress=progress)
 

@@ -46,6 +46,7 @@ from crescade.dispatch import (
 from crescade.errors import InputError, PoolError, PricingError
 from crescade.inputs import check_messages, check_tool
 from crescade.pricing import ModelCard
+from crescade.redact import register_secrets, secrets_of
 from crescade.reliability import Reliability
 from crescade.tokens import count_tokens
 
@@ -135,6 +136,7 @@ class CascadeChatModel(BaseChatModel):
             raise PricingError(f"no price (ModelCard) for pool model(s) {', '.join(map(repr, unpriced))}; "
                                "pass prices={name: ModelCard(...)} or fit the cascade with prices")
         self._cards = {m: cards[m] for m in pool}
+        register_secrets(v for child in self.models.values() for v in secrets_of(child))
         params = self.cascade.get_params()
         self._fingerprint = (f"{self.cascade.fingerprint()}:q={params.get('quality_target')}"
                              f":c={params.get('cost_target')}")

@@ -18,6 +18,7 @@ from llama_index.core.llms.llm import LLM
 from crescade import Answer
 from crescade.collect import CollectReport, Example, collect, fit_on_records
 from crescade.pricing import ModelCard
+from crescade.redact import register_secrets, secrets_of
 
 from ._messages import answer_from_response, buffer_string
 
@@ -41,6 +42,7 @@ def collect_records(
     retries: int = 0, progress: bool = True,
 ) -> CollectReport:
     """Ask every LLM every example (skipping pairs already in ``out``), grade, append records."""
+    register_secrets(v for m in llms.values() for v in secrets_of(m))
     return collect(examples, _caller(llms, system_prompt), list(llms), out, prices=prices,
                    concurrency=concurrency, retries=retries, progress=progress)
 

@@ -46,6 +46,7 @@ from crescade.dispatch import (
 from crescade.errors import InputError, PoolError, PricingError
 from crescade.inputs import check_messages, check_tool
 from crescade.pricing import ModelCard
+from crescade.redact import register_secrets, secrets_of
 from crescade.reliability import Reliability
 from crescade.streamclock import StreamClock
 
@@ -139,6 +140,7 @@ class CascadeLLM(FunctionCallingLLM):
     def __init__(self, **kwargs: Any) -> None:
         # checked before pydantic runs, so the error is the crescade one, not a wrapped ValidationError
         cards = _check_pool(kwargs.get("llms"), kwargs.get("cascade"), kwargs.get("prices"))
+        register_secrets(v for child in kwargs["llms"].values() for v in secrets_of(child))
         if "reliability" in kwargs:
             kwargs["reliability"] = Reliability.coerce(kwargs["reliability"])
         super().__init__(**kwargs)

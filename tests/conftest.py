@@ -7,10 +7,13 @@ outside a package as the module ``conftest``: a subdirectory's conftest replaces
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from synthetic_records import ACCURACY, MODELS, PRICE_PER_MTOK, card, make_cascade, make_prompts, make_records
 
 from crescade import Cascade, ModelCard, Outcomes, Record
+from crescade.reliability import SHARED_COOLDOWNS
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +56,10 @@ def cascade(train: Outcomes) -> Cascade:
     Shared by many tests: they must only use methods that return copies (retarget, add/remove_model).
     """
     return make_cascade().fit(train)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_shared_cooldowns() -> Iterator[None]:
+    """A rate limit one test provokes must not make another test's cascade skip that model."""
+    yield
+    SHARED_COOLDOWNS.clear()

@@ -9,7 +9,7 @@ in a daemon thread until :meth:`FakeOpenAI.stop`; loopback only.
 :meth:`FakeOpenAI.fail_next` makes the next requests for a model fail the way real servers do, on the
 wire: ``429`` (with ``Retry-After``), ``429-bare``, ``500``, ``503``, ``reset`` (connection reset, no
 response), ``malformed`` (200 with a body that is not JSON), ``hang`` (no response until released),
-``stream-cut`` (two chunks, then the connection closes).
+``stream-cut`` (two chunks, then the connection closes), ``401-echo`` (a 401 whose message repeats the key).
 """
 
 from __future__ import annotations
@@ -64,8 +64,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def _error(self, status: int, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps({"error": {"message": f"fake error {status}", "type": "server_error", "code": status}})
+    def _error(self, status: int, headers: dict[str, str] | None = None, message: str | None = None) -> None:
+        data = json.dumps({"error": {"message": message or f"fake error {status}", "type": "server_error",
+                                     "code": status}})
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -80,6 +81,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(429, {"Retry-After": "30"} if fault == "429" else None)
         elif fault in ("500", "503"):
             self._error(int(fault))
+        elif fault == "401-echo":  # a careless provider that repeats the credential it was given
+            key = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+            self._error(401, message=f"Incorrect API key provided: {key}. Find your key at the console.")
         elif fault == "reset":
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.close_connection = True

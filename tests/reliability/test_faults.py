@@ -242,3 +242,44 @@ def test_llamaindex_reports_skipped_and_failed_tiers_as_escalation_events(
         get_dispatcher().event_handlers.remove(handler)
     assert [(e.model, e.next_model) for e in seen] == [("cheap", "mid"), ("mid", "strong")]
     assert seen[0].reason.startswith("skipped: rate limited") and "InjectedServerError" in (seen[1].error or "")
+
+
+@pytest.mark.parametrize("timed", [False, True])
+def test_cancelling_a_request_cancels_its_tier_and_leaks_nothing(adapter_kind: str, timed: bool,
+                                                                 faults_factory: Callable[..., FaultSchedule]) -> None:
+    faults = faults_factory(["hang"], ["cheap"], hang_s=30)
+    guard = SpendGuard(10.0)
+    a = Adapter(adapter_kind, faults, Reliability(tier_timeout=20 if timed else None, spend_guard=guard,
+                                                  cooldowns=Cooldowns()))
+
+    async def run() -> int:
+        if adapter_kind == "langchain":
+            task = asyncio.ensure_future(a.model.ainvoke(QUERY))
+        else:
+            from llama_index.core.base.llms.types import ChatMessage, MessageRole
+
+            task = asyncio.ensure_future(a.model.achat([ChatMessage(role=MessageRole.USER, content=QUERY)]))
+        while not faults.log:  # the cheap tier was asked and is hanging
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0)
+        return sum(1 for t in asyncio.all_tasks() if t is not asyncio.current_task())
+
+    t0 = time.monotonic()
+    assert asyncio.run(run()) == 0
+    assert time.monotonic() - t0 < 5
+    assert guard.snapshot()["reserved_usd"] == 0
+
+
+@pytest.mark.parametrize("timed", [False, True])
+def test_keyboard_interrupt_in_a_tier_reaches_the_caller(adapter_kind: str, timed: bool) -> None:
+    class Interrupting(FaultSchedule):
+        def decide(self, model: str, key: str) -> Any:
+            raise KeyboardInterrupt
+
+    a = Adapter(adapter_kind, Interrupting(rate=0.0), Reliability(tier_timeout=5 if timed else None,
+                                                                  cooldowns=Cooldowns()))
+    with pytest.raises(KeyboardInterrupt):
+        a.call("sync")
