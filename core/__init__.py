@@ -15,6 +15,7 @@ from .errors import (
     ArtifactError,
     ConfigError,
     CrescadeError,
+    InputError,
     NotFittedError,
     PoolError,
     PricingError,
@@ -23,6 +24,7 @@ from .errors import (
 from .graders import get_grader
 from .pricing import ModelCard, load_prices
 from .records import Outcomes, Record, read_records, write_records
+from .reliability import Cooldowns, Reliability, SpendGuard, SpendLimitError, TierTimeoutError
 
 __all__ = [
     "AllTiersFailedError",
@@ -31,8 +33,10 @@ __all__ = [
     "Cascade",
     "CollectReport",
     "ConfigError",
+    "Cooldowns",
     "CrescadeError",
     "Example",
+    "InputError",
     "ModelCard",
     "NotFittedError",
     "Outcomes",
@@ -41,7 +45,11 @@ __all__ = [
     "PricingError",
     "Record",
     "RecordsError",
+    "Reliability",
     "ReplayResult",
+    "SpendGuard",
+    "SpendLimitError",
+    "TierTimeoutError",
     "Verdict",
     "__version__",
     "acollect",

@@ -26,7 +26,8 @@ import numpy as np
 
 from . import __version__
 from .cascade import Cascade
-from .errors import CrescadeError, RecordsError
+from .errors import CrescadeError, InputError, RecordsError
+from .inputs import check_messages
 from .jsonsafe import json_safe
 from .pricing import ModelCard, load_prices
 from .progress import progress_enabled
@@ -261,10 +262,19 @@ def _cluster_rows(cascade: Cascade, n_examples: int) -> list[dict[str, Any]]:
     return cascade.cluster_report(index, n_examples=n_examples)
 
 
+def _stdin_text() -> str:
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"standard input is not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
 def cmd_route(args: argparse.Namespace) -> int:
     """Print the plan of one query."""
     cascade = Cascade.load(args.artifact)
-    query = sys.stdin.read().rstrip("\n") if args.query == "-" else args.query
+    query = _stdin_text().rstrip("\n") if args.query == "-" else args.query
+    check_messages([query], [set()])
     plan = cascade.plan(query)
     stats = cascade.cluster_report()[plan.cluster]
     stats.pop("examples", None)
