@@ -487,8 +487,7 @@ class DispatchSession:
             raise ConfigError(f"reliability must be a crescade.Reliability, got {type(reliability).__name__}")
         guard = reliability.spend_guard if reliability is not None else None
         if guard is not None and guard.action == "refuse" and guard.over():
-            raise SpendLimitError(f"spend cap reached: ${guard.spent():.6g} of ${guard.limit_usd:.6g} spent in "
-                                  f"the last {guard.window_s:g} s; refusing new requests")
+            raise SpendLimitError(f"{_cap_note(guard)}; refusing new requests")
         if plan is None:
             plan = judge.plan(query, min_model=min_model)
         if not plan.ladder:
@@ -554,12 +553,11 @@ class DispatchSession:
             if guard is not None:
                 reservation = guard.reserve(model)
                 if reservation is None and self._attempts_called():  # never escalate past the cap
-                    self._skip(i, model, f"skipped: {self._spend_note(guard)}")
+                    self._skip(i, model, f"skipped: {_cap_note(guard)}: not escalated")
                     i += 1
                     continue
                 if reservation is None and guard.action == "refuse":
-                    raise SpendLimitError(f"{self._spend_note(guard)[:-len(': not escalated')]}; refusing "
-                                          "new requests")
+                    raise SpendLimitError(f"{_cap_note(guard)}; refusing new requests")
                 self._reservation = reservation or Reservation(model, 0.0)  # the routed tier still answers
             self._retry_same = False
             self._last_flag = self._last_reachable(i)
@@ -694,14 +692,10 @@ class DispatchSession:
             return f"rate limited, cooling down for {wait:.3g} s more"
         return None
 
-    def _spend_note(self, guard: SpendGuard) -> str:
-        return (f"spend cap reached (${guard.spent():.6g} of ${guard.limit_usd:.6g} in the last "
-                f"{guard.window_s:g} s): not escalated")
-
     def _blocked(self, model: str) -> str | None:
         why = self._unavailable(model) if self._rel.registry.remaining(model) > self._rel.cooldown_wait_s else None
         if why is None and self._rel.spend_guard is not None and self._rel.spend_guard.over():
-            why = self._spend_note(self._rel.spend_guard)
+            why = f"{_cap_note(self._rel.spend_guard)}: not escalated"
         return why
 
     def _last_reachable(self, tier: int) -> bool:
@@ -797,6 +791,10 @@ def _count(counter: TokenCounter, text: str, model: str) -> tuple[int, str]:
     if n < 0:
         raise ValueError(f"token counter returned a negative count ({n}) for model {model!r}")
     return n, str(source)
+
+
+def _cap_note(guard: SpendGuard) -> str:
+    return f"spend cap reached (${guard.spent():.6g} of ${guard.limit_usd:.6g} in the last {guard.window_s:g} s)"
 
 
 def _why_moved_on(a: TierAttempt, after: TierAttempt) -> str:
