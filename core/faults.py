@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ FaultKind = Literal["timeout", "rate_limit", "rate_limit_bare", "server_error", 
                     "empty", "hang", "stream_error", "stream_hang", "slow"]
 FAULT_KINDS: tuple[str, ...] = ("timeout", "rate_limit", "rate_limit_bare", "server_error", "connection_reset",
                                 "malformed", "empty", "hang", "stream_error", "stream_hang", "slow")
+_RAISE_BEFORE = frozenset({"timeout", "rate_limit", "rate_limit_bare", "server_error", "connection_reset",
+                           "malformed"})
 
 
 class _Headers(dict[str, str]):
@@ -205,6 +208,58 @@ class FaultSchedule:
         """How many calls got each fault kind (``"none"``: no fault)."""
         with self._lock:
             return dict(Counter(k or "none" for _, _, k in self.log))
+
+    # acting a fault out (the adapters' wrappers call these around the real model) --------------------
+    def before(self, fault: Fault | None, *, stream: bool) -> bool:
+        """Act out what ``fault`` does before the real model is asked: sleep, raise, or hang then time out.
+        Returns True when the wrapper must answer empty instead of asking the model. Stream faults act
+        on a plain call like their twins (a broken stream as a reset, a stalled one as a hang)."""
+        if fault is None:
+            return False
+        if fault.kind in ("timeout", "slow"):
+            time.sleep(fault.seconds)
+        self._raise_or_hang(fault, stream, self.hang)
+        return fault.kind == "empty"
+
+    async def abefore(self, fault: Fault | None, *, stream: bool) -> bool:
+        """Async :meth:`before`."""
+        if fault is None:
+            return False
+        if fault.kind in ("timeout", "slow"):
+            await asyncio.sleep(fault.seconds)
+        if fault.kind == "hang" or (not stream and fault.kind == "stream_hang"):
+            await self.ahang(fault.seconds)
+        self._raise_or_hang(fault, stream, None)
+        return fault.kind == "empty"
+
+    def _raise_or_hang(self, fault: Fault, stream: bool, hang: Any) -> None:
+        if fault.kind in _RAISE_BEFORE or (not stream and fault.kind == "stream_error"):
+            raise fault.error() if fault.kind != "stream_error" else Fault("connection_reset").error()
+        if fault.kind == "hang" or (not stream and fault.kind == "stream_hang"):
+            if hang is not None:
+                hang(fault.seconds)
+            raise InjectedTimeoutError("Request timed out after a hang (injected)")
+
+    @staticmethod
+    def breaks_at(fault: Fault | None, n_chunks: int, *, ended: bool = False) -> bool:
+        """Whether a stream with ``fault`` breaks now, after ``n_chunks`` chunks (or at its end, when it had
+        fewer chunks than the fault waits for)."""
+        return fault is not None and fault.kind in ("stream_error", "stream_hang") and (
+            ended or n_chunks == fault.after_chunks)
+
+    def broken(self, fault: Fault) -> Exception:
+        """The error a broken stream raises (a stalled one hangs first)."""
+        if fault.kind == "stream_hang":
+            self.hang(fault.seconds)
+            return InjectedTimeoutError("stream stalled (injected)")
+        return fault.error()
+
+    async def abroken(self, fault: Fault) -> Exception:
+        """Async :meth:`broken`."""
+        if fault.kind == "stream_hang":
+            await self.ahang(fault.seconds)
+            return InjectedTimeoutError("stream stalled (injected)")
+        return fault.error()
 
     # hangs ----------------------------------------------------------------------------------------
     def release(self) -> None:

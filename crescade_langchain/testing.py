@@ -9,8 +9,6 @@ how an application copes.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -22,14 +20,11 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable
 from pydantic import ConfigDict
 
-from crescade.faults import Fault, FaultSchedule, InjectedTimeoutError
+from crescade.faults import Fault, FaultSchedule
 
 from ._messages import content_text
 
 __all__ = ["FaultInjectingChatModel"]
-
-_RAISE_BEFORE = {"timeout", "rate_limit", "rate_limit_bare", "server_error", "connection_reset", "malformed"}
-
 
 def _key(messages: Sequence[BaseMessage]) -> str:
     return "\n".join(m.content if isinstance(m.content, str) else str(m.content) for m in messages)
@@ -67,28 +62,6 @@ class FaultInjectingChatModel(BaseChatModel):
     def _decide(self, messages: Sequence[BaseMessage]) -> Fault | None:
         return self.faults.decide(self.fault_key, _key(messages))
 
-    def _before(self, fault: Fault | None, *, stream: bool) -> None:
-        if fault is None:
-            return
-        if fault.kind == "timeout" or fault.kind == "slow":
-            time.sleep(fault.seconds)
-        if fault.kind in _RAISE_BEFORE or (not stream and fault.kind == "stream_error"):
-            raise (fault.error() if fault.kind != "stream_error" else Fault("connection_reset").error())
-        if fault.kind == "hang" or (not stream and fault.kind == "stream_hang"):
-            self.faults.hang(fault.seconds)
-            raise InjectedTimeoutError("Request timed out after a hang (injected)")
-
-    async def _abefore(self, fault: Fault | None, *, stream: bool) -> None:
-        if fault is None:
-            return
-        if fault.kind == "timeout" or fault.kind == "slow":
-            await asyncio.sleep(fault.seconds)
-        if fault.kind in _RAISE_BEFORE or (not stream and fault.kind == "stream_error"):
-            raise (fault.error() if fault.kind != "stream_error" else Fault("connection_reset").error())
-        if fault.kind == "hang" or (not stream and fault.kind == "stream_hang"):
-            await self.faults.ahang(fault.seconds)
-            raise InjectedTimeoutError("Request timed out after a hang (injected)")
-
     def _delivered(self, messages: Sequence[BaseMessage], msg: BaseMessage | None) -> None:
         if msg is None:
             return
@@ -103,15 +76,10 @@ class FaultInjectingChatModel(BaseChatModel):
         self._delivered(messages, msg)
         return msg
 
-    def _mid_stream(self, fault: Fault | None, n: int) -> bool:
-        return fault is not None and fault.kind in ("stream_error", "stream_hang") and n == fault.after_chunks
-
     # ------------------------------------------------------------------ LangChain hooks
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        fault = self._decide(messages)
-        self._before(fault, stream=False)
-        if fault is not None and fault.kind == "empty":
+        if self.faults.before(self._decide(messages), stream=False):
             return ChatResult(generations=[ChatGeneration(message=self._empty(messages))])
         msg = self.inner.invoke(messages, stop=stop, **kwargs)
         self._delivered(messages, msg)
@@ -119,9 +87,7 @@ class FaultInjectingChatModel(BaseChatModel):
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        fault = self._decide(messages)
-        await self._abefore(fault, stream=False)
-        if fault is not None and fault.kind == "empty":
+        if await self.faults.abefore(self._decide(messages), stream=False):
             return ChatResult(generations=[ChatGeneration(message=self._empty(messages))])
         msg = await self.inner.ainvoke(messages, stop=stop, **kwargs)
         self._delivered(messages, msg)
@@ -130,8 +96,7 @@ class FaultInjectingChatModel(BaseChatModel):
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
         fault = self._decide(messages)
-        self._before(fault, stream=True)
-        if fault is not None and fault.kind == "empty":
+        if self.faults.before(fault, stream=True):
             empty = self._empty(messages)
             yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=empty.usage_metadata,
                                                              response_metadata=empty.response_metadata,
@@ -139,24 +104,19 @@ class FaultInjectingChatModel(BaseChatModel):
             return
         seen: list[AIMessageChunk] = []
         for chunk in self.inner.stream(messages, stop=stop, **kwargs):
-            if self._mid_stream(fault, len(seen)):
-                assert fault is not None
-                if fault.kind == "stream_hang":
-                    self.faults.hang(fault.seconds)
-                    raise InjectedTimeoutError("stream stalled (injected)")
-                raise fault.error()
+            if fault is not None and self.faults.breaks_at(fault, len(seen)):
+                raise self.faults.broken(fault)
             seen.append(_as_chunk(chunk))
             yield ChatGenerationChunk(message=seen[-1])
-        if fault is not None and fault.kind in ("stream_error", "stream_hang"):  # fewer chunks than after_chunks
-            raise fault.error() if fault.kind == "stream_error" else InjectedTimeoutError("stream stalled (injected)")
+        if fault is not None and self.faults.breaks_at(fault, len(seen), ended=True):
+            raise self.faults.broken(fault)
         self._delivered(messages, _merged(seen))
 
     async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                        run_manager: AsyncCallbackManagerForLLMRun | None = None,
                        **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
         fault = self._decide(messages)
-        await self._abefore(fault, stream=True)
-        if fault is not None and fault.kind == "empty":
+        if await self.faults.abefore(fault, stream=True):
             empty = self._empty(messages)
             yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=empty.usage_metadata,
                                                              response_metadata=empty.response_metadata,
@@ -164,16 +124,12 @@ class FaultInjectingChatModel(BaseChatModel):
             return
         seen: list[AIMessageChunk] = []
         async for chunk in self.inner.astream(messages, stop=stop, **kwargs):
-            if self._mid_stream(fault, len(seen)):
-                assert fault is not None
-                if fault.kind == "stream_hang":
-                    await self.faults.ahang(fault.seconds)
-                    raise InjectedTimeoutError("stream stalled (injected)")
-                raise fault.error()
+            if fault is not None and self.faults.breaks_at(fault, len(seen)):
+                raise await self.faults.abroken(fault)
             seen.append(_as_chunk(chunk))
             yield ChatGenerationChunk(message=seen[-1])
-        if fault is not None and fault.kind in ("stream_error", "stream_hang"):
-            raise fault.error() if fault.kind == "stream_error" else InjectedTimeoutError("stream stalled (injected)")
+        if fault is not None and self.faults.breaks_at(fault, len(seen), ended=True):
+            raise await self.faults.abroken(fault)
         self._delivered(messages, _merged(seen))
 
 

@@ -8,8 +8,6 @@ slow answers). Tools pass through: ``inner`` formats them and parses its own too
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncGenerator, Generator, Sequence
 from typing import Any
 
@@ -29,14 +27,13 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 from pydantic import ConfigDict, Field
 
-from crescade.faults import Fault, FaultSchedule, InjectedTimeoutError
+from crescade.faults import Fault, FaultSchedule
 
 from ._messages import provider_usage
 
 __all__ = ["FaultInjectingLLM"]
 
 _NO_USAGE = {"usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
-_RAISE_BEFORE = {"timeout", "rate_limit", "rate_limit_bare", "server_error", "connection_reset", "malformed"}
 
 
 def _key(messages: Sequence[ChatMessage]) -> str:
@@ -77,68 +74,26 @@ class FaultInjectingLLM(FunctionCallingLLM):
         return calls
 
     # ------------------------------------------------------------------ faults
-    def _before(self, fault: Fault | None, *, stream: bool) -> None:
-        if fault is None:
-            return
-        if fault.kind in ("timeout", "slow"):
-            time.sleep(fault.seconds)
-        if fault.kind in _RAISE_BEFORE or (not stream and fault.kind == "stream_error"):
-            raise fault.error() if fault.kind != "stream_error" else Fault("connection_reset").error()
-        if fault.kind == "hang" or (not stream and fault.kind == "stream_hang"):
-            self.faults.hang(fault.seconds)
-            raise InjectedTimeoutError("Request timed out after a hang (injected)")
-
-    async def _abefore(self, fault: Fault | None, *, stream: bool) -> None:
-        if fault is None:
-            return
-        if fault.kind in ("timeout", "slow"):
-            await asyncio.sleep(fault.seconds)
-        if fault.kind in _RAISE_BEFORE or (not stream and fault.kind == "stream_error"):
-            raise fault.error() if fault.kind != "stream_error" else Fault("connection_reset").error()
-        if fault.kind == "hang" or (not stream and fault.kind == "stream_hang"):
-            await self.faults.ahang(fault.seconds)
-            raise InjectedTimeoutError("Request timed out after a hang (injected)")
-
-    @staticmethod
-    def _is_empty(fault: Fault | None) -> bool:
-        return fault is not None and fault.kind == "empty"
-
-    @staticmethod
-    def _breaks_at(fault: Fault | None, n: int) -> bool:
-        return fault is not None and fault.kind in ("stream_error", "stream_hang") and n == fault.after_chunks
-
-    def _break(self, fault: Fault) -> Exception:
-        if fault.kind == "stream_hang":
-            self.faults.hang(fault.seconds)
-            return InjectedTimeoutError("stream stalled (injected)")
-        return fault.error()
-
-    async def _abreak(self, fault: Fault) -> Exception:
-        if fault.kind == "stream_hang":
-            await self.faults.ahang(fault.seconds)
-            return InjectedTimeoutError("stream stalled (injected)")
-        return fault.error()
-
     def _gen(self, fault: Fault | None, key: str, it: Any) -> Generator[Any, None, None]:
         seen: list[Any] = []
         for item in it:
-            if fault is not None and self._breaks_at(fault, len(seen)):
-                raise self._break(fault)
+            if fault is not None and self.faults.breaks_at(fault, len(seen)):
+                raise self.faults.broken(fault)
             seen.append(item)
             yield item
-        if fault is not None and fault.kind in ("stream_error", "stream_hang"):
-            raise self._break(fault)
+        if fault is not None and self.faults.breaks_at(fault, len(seen), ended=True):
+            raise self.faults.broken(fault)
         self._delivered(key, seen)
 
     async def _agen(self, fault: Fault | None, key: str, ait: Any) -> AsyncGenerator[Any, None]:
         seen: list[Any] = []
         async for item in ait:
-            if fault is not None and self._breaks_at(fault, len(seen)):
-                raise await self._abreak(fault)
+            if fault is not None and self.faults.breaks_at(fault, len(seen)):
+                raise await self.faults.abroken(fault)
             seen.append(item)
             yield item
-        if fault is not None and fault.kind in ("stream_error", "stream_hang"):
-            raise await self._abreak(fault)
+        if fault is not None and self.faults.breaks_at(fault, len(seen), ended=True):
+            raise await self.faults.abroken(fault)
         self._delivered(key, seen)
 
     def _delivered(self, key: str, responses: Sequence[Any]) -> Any:
@@ -166,16 +121,14 @@ class FaultInjectingLLM(FunctionCallingLLM):
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         fault = self.faults.decide(self.fault_key, _key(messages))
-        self._before(fault, stream=False)
-        if self._is_empty(fault):
+        if self.faults.before(fault, stream=False):
             return self._empty_chat(_key(messages))
         return self._delivered(_key(messages), [self.inner.chat(messages, **kwargs)])
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         fault = self.faults.decide(self.fault_key, _key(messages))
-        await self._abefore(fault, stream=False)
-        if self._is_empty(fault):
+        if await self.faults.abefore(fault, stream=False):
             return self._empty_chat(_key(messages))
         return self._delivered(_key(messages), [await self.inner.achat(messages, **kwargs)])
 
@@ -184,8 +137,7 @@ class FaultInjectingLLM(FunctionCallingLLM):
         fault = self.faults.decide(self.fault_key, _key(messages))
 
         def gen() -> Generator[ChatResponse, None, None]:
-            self._before(fault, stream=True)
-            if self._is_empty(fault):
+            if self.faults.before(fault, stream=True):
                 yield self._empty_chat(_key(messages))
                 return
             yield from self._gen(fault, _key(messages), self.inner.stream_chat(messages, **kwargs))
@@ -197,8 +149,7 @@ class FaultInjectingLLM(FunctionCallingLLM):
         fault = self.faults.decide(self.fault_key, _key(messages))
 
         async def gen() -> AsyncGenerator[ChatResponse, None]:
-            await self._abefore(fault, stream=True)
-            if self._is_empty(fault):
+            if await self.faults.abefore(fault, stream=True):
                 yield self._empty_chat(_key(messages))
                 return
             async for item in self._agen(fault, _key(messages), await self.inner.astream_chat(messages, **kwargs)):
@@ -209,16 +160,14 @@ class FaultInjectingLLM(FunctionCallingLLM):
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         fault = self.faults.decide(self.fault_key, prompt)
-        self._before(fault, stream=False)
-        if self._is_empty(fault):
+        if self.faults.before(fault, stream=False):
             return self._empty_completion(prompt)
         return self._delivered(prompt, [self.inner.complete(prompt, formatted=formatted, **kwargs)])
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         fault = self.faults.decide(self.fault_key, prompt)
-        await self._abefore(fault, stream=False)
-        if self._is_empty(fault):
+        if await self.faults.abefore(fault, stream=False):
             return self._empty_completion(prompt)
         return self._delivered(prompt, [await self.inner.acomplete(prompt, formatted=formatted, **kwargs)])
 
@@ -227,8 +176,7 @@ class FaultInjectingLLM(FunctionCallingLLM):
         fault = self.faults.decide(self.fault_key, prompt)
 
         def gen() -> Generator[CompletionResponse, None, None]:
-            self._before(fault, stream=True)
-            if self._is_empty(fault):
+            if self.faults.before(fault, stream=True):
                 yield self._empty_completion(prompt)
                 return
             yield from self._gen(fault, prompt, self.inner.stream_complete(prompt, formatted=formatted, **kwargs))
@@ -241,8 +189,7 @@ class FaultInjectingLLM(FunctionCallingLLM):
         fault = self.faults.decide(self.fault_key, prompt)
 
         async def gen() -> AsyncGenerator[CompletionResponse, None]:
-            await self._abefore(fault, stream=True)
-            if self._is_empty(fault):
+            if await self.faults.abefore(fault, stream=True):
                 yield self._empty_completion(prompt)
                 return
             async for item in self._agen(fault, prompt, await self.inner.astream_complete(
