@@ -202,9 +202,10 @@ def _mutate_array(arr: np.ndarray, rng: random.Random) -> np.ndarray:
     if op == "empty":
         return np.zeros((0, *arr.shape[1:]), dtype=arr.dtype)
     out = arr.copy()
-    if out.size and out.dtype.kind in "fc":
+    if out.size and out.dtype.kind in "fc":  # (1e308 overflows float32 arrays to inf: intended)
         flat = out.reshape(-1)
-        flat[rng.randrange(flat.size)] = np.nan if op == "nan" else (1e308 if op == "huge" else -flat[0] - 7)
+        with np.errstate(over="ignore"):
+            flat[rng.randrange(flat.size)] = np.nan if op == "nan" else (1e308 if op == "huge" else -flat[0] - 7)
     elif out.size and out.dtype.kind in "iu":
         flat = out.reshape(-1)
         flat[rng.randrange(flat.size)] = rng.choice([-1, 2**31 - 1, 10**6])
