@@ -735,7 +735,8 @@ class DispatchSession:
         if not math.isfinite(p):
             return verdict, False, f"quality estimator failed: non-finite p={p}"
         if not escalate:
-            return verdict, True, f"accepted: p={p:.4g} >= {threshold:.4g}"
+            why = f"accepted: p={p:.4g} >= {threshold:.4g}"
+            return verdict, True, f"{why} ({verdict.reason})" if verdict.reason else why
         if p < threshold:
             return verdict, False, f"p={p:.4g} < {threshold:.4g}"
         return verdict, False, f"p={p:.4g} (threshold {threshold:.4g}): {verdict.reason or 'judge escalated'}"
