@@ -26,8 +26,10 @@ __all__ = ["run_example", "run_live"]
 
 
 def _last_line(text: str, width: int = 100) -> str:
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    last = lines[-1] if lines else ""
+    """The answer's last meaningful line (a code answer: its ``def`` line, not the closing fence)."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip() and not ln.strip().startswith("```")]
+    defs = [ln for ln in lines if ln.startswith(("def ", "async def "))] if "```" in text else []
+    last = defs[0] if defs else lines[-1] if lines else ""
     return last if len(last) <= width else last[: width - 1] + "…"
 
 

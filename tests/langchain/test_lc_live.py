@@ -48,3 +48,11 @@ def test_plain_model_row_is_priced_and_timed() -> None:
     row = rows[0]
     assert row["model"] == "strong" and row["correct"] is True and "tiers" not in row
     assert row["cost_usd"] > 0 and row["output_tokens"] > 1 and row["tpot_s"] is not None
+
+
+def test_the_printed_answer_is_the_meaningful_last_line() -> None:
+    from crescade_langchain.live import _last_line
+
+    assert _last_line("Work:\n2 + 2 = 4\nAnswer: 4\n") == "Answer: 4"
+    assert _last_line("Here it is:\n```python\ndef f(x):\n    return x\n```\n") == "def f(x):"
+    assert _last_line("x" * 300).endswith("…") and len(_last_line("x" * 300)) == 100
