@@ -5,7 +5,7 @@
 
 1. Fit the cascade on the train split of the recorded run (default: the one shipped with crescade).
 2. Replay it on the test split: accuracy retention, relative cost, latency, TTFT p50/p95 and TPOT of the
-   cascade vs always-strongest, from the recorded per-call timings (``crescade.timing``).
+   cascade vs always-strongest, from the recorded per-call timings (``crescade.evaluation.timing``).
 3. Live: start one llama.cpp server per model, then for each test task (in the recorded order) stream it
    through ``CascadeChatModel`` over ``ChatOpenAI`` and through the strongest model's ``ChatOpenAI`` alone,
    alternating which goes first so drift hits both equally. Same measurements, plus the router's own
@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 
 from crescade import Cascade, Outcomes, __version__, read_records
-from crescade.cli import find_default_records
-from crescade.collect import Example
-from crescade.timing import reduction, replay_timing, timing_summary
+from crescade.evaluation.timing import reduction, replay_timing, timing_summary
+from crescade.tools.cli import find_default_records
+from crescade.tools.collect import Example
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results"
@@ -52,7 +52,7 @@ def _clean(obj: Any) -> Any:
 
 def _examples(outcomes: Outcomes, limit: int | None) -> list[Example]:
     """The test tasks with their gold answers, from the generated suite the records were collected on."""
-    from crescade.tasks import default_task_suite
+    from crescade.tools.tasks import default_task_suite
 
     by_id = {e.prompt_id: e for e in default_task_suite()}
     missing = [p for p in outcomes.prompt_ids if p not in by_id]
@@ -84,7 +84,7 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def live_run(cascade: Cascade, examples: list[Example], max_tokens: int) -> dict[str, Any]:
-    from crescade import local
+    from crescade.tools import local
     from crescade_langchain import CascadeChatModel
     from crescade_langchain.calibration import openai_compatible_models
     from crescade_langchain.live import run_example

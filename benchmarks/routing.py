@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from crescade import Answer, Cascade, Outcomes, __version__
-from crescade.evaluate import EvalReport, beats_baselines, evaluate
-from crescade.metrics import latency_summary
+from crescade.evaluation.evaluate import EvalReport, beats_baselines, evaluate
+from crescade.evaluation.metrics import latency_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"

@@ -5,12 +5,8 @@ the artifact store and the replay evaluation. Adapters live in ``crescade_langch
 ``crescade_llamaindex``.
 """
 
-__version__ = "0.1.0"
-
-from .cascade import Cascade, ReplayResult
-from .collect import CollectReport, Example, acollect, collect, load_examples, save_examples
-from .decisions import Answer, Plan, Verdict
-from .errors import (
+from ._version import __version__
+from .common.errors import (
     AllTiersFailedError,
     ArtifactError,
     ConfigError,
@@ -21,10 +17,13 @@ from .errors import (
     PricingError,
     RecordsError,
 )
-from .graders import get_grader
-from .pricing import ModelCard, load_prices
-from .records import Outcomes, Record, read_records, write_records
-from .reliability import Cooldowns, Reliability, SpendGuard, SpendLimitError, TierTimeoutError
+from .engine.cascade import Cascade, ReplayResult
+from .engine.decisions import Answer, Plan, Verdict
+from .engine.pricing import ModelCard, load_prices
+from .engine.records import Outcomes, Record, read_records, write_records
+from .serving.reliability import Cooldowns, Reliability, SpendGuard, SpendLimitError, TierTimeoutError
+from .tools.collect import CollectReport, Example, acollect, collect, load_examples, save_examples
+from .tools.graders import get_grader
 
 __all__ = [
     "AllTiersFailedError",

@@ -18,10 +18,10 @@ from langchain_core.messages import (
 )
 from langchain_core.messages.tool import tool_call_chunk
 
-from crescade.conversation import conversation_floor as core_floor
-from crescade.decisions import Answer, UsageSource
-from crescade.jsonschema_lite import schema_errors
-from crescade.tokens import resolve_usage
+from crescade.engine.decisions import Answer, UsageSource
+from crescade.engine.tokens import resolve_usage
+from crescade.serving.conversation import conversation_floor as core_floor
+from crescade.serving.jsonschema_lite import schema_errors
 
 from ._stream import LiveStream
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from langchain_core.messages import AIMessageChunk
 from langchain_core.messages.ai import add_ai_message_chunks
 
-from crescade.streamclock import StreamClock
+from crescade.serving.streamclock import StreamClock
 
 __all__ = ["STRIPPED_CHUNK_METADATA", "LiveStream", "forwarded", "has_output"]
 
@@ -26,7 +26,7 @@ def forwarded(chunk: AIMessageChunk) -> AIMessageChunk:
 
 
 class LiveStream:
-    """Accumulates a child's streamed chunks, timing them with a :class:`~crescade.streamclock.StreamClock`
+    """Accumulates a child's streamed chunks, timing them with a :class:`~crescade.serving.streamclock.StreamClock`
     (first and last output, output chunks counted: the token estimate when the stream reports no usage)."""
 
     def __init__(self, t0: float) -> None:

@@ -1,7 +1,7 @@
 """Calibrate a cascade straight from LangChain chat models and labelled examples.
 
 The collection engine (concurrency limit, progress bar, grading, resumable append-only records) is the
-core's :func:`crescade.collect.collect`; this module only says how to call a LangChain chat model.
+core's :func:`crescade.tools.collect.collect`; this module only says how to call a LangChain chat model.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from crescade import Answer
-from crescade.collect import CollectReport, Example, collect, fit_on_records
-from crescade.pricing import ModelCard
-from crescade.redact import register_secrets, secrets_of
+from crescade.common.redact import register_secrets, secrets_of
+from crescade.engine.pricing import ModelCard
+from crescade.tools.collect import CollectReport, Example, collect, fit_on_records
 
 from ._messages import answer_from_message, as_chunk
 from ._stream import LiveStream

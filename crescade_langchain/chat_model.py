@@ -33,9 +33,13 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from typing_extensions import Self
 
-from crescade.cascade import Cascade
-from crescade.decisions import Answer
-from crescade.dispatch import (
+from crescade.common.errors import InputError, PoolError, PricingError
+from crescade.common.redact import register_secrets, secrets_of
+from crescade.engine.cascade import Cascade
+from crescade.engine.decisions import Answer
+from crescade.engine.pricing import ModelCard
+from crescade.engine.tokens import count_tokens
+from crescade.serving.dispatch import (
     DispatchResult,
     DispatchSession,
     arun_session,
@@ -43,12 +47,8 @@ from crescade.dispatch import (
     run_session,
     stream_session,
 )
-from crescade.errors import InputError, PoolError, PricingError
-from crescade.inputs import check_messages, check_tool
-from crescade.pricing import ModelCard
-from crescade.redact import register_secrets, secrets_of
-from crescade.reliability import Reliability
-from crescade.tokens import count_tokens
+from crescade.serving.inputs import check_messages, check_tool
+from crescade.serving.reliability import Reliability
 
 from ._callbacks import Parent
 from ._messages import answer_from_message, as_chunk, content_kinds, conversation_floor, message_text, render_query
@@ -202,7 +202,7 @@ class CascadeChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Bind tools (stored as OpenAI-format dicts); each tier binds them to its child at call time.
-        A tool whose name or parameter schema is unusable is an :class:`~crescade.errors.InputError` here."""
+        A tool whose name or parameter schema is unusable is an :class:`~crescade.common.errors.InputError` here."""
         formatted = []
         for i, t in enumerate(tools):
             try:

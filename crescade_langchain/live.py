@@ -2,7 +2,7 @@
 graded and timed. Used by ``crescade demo --live`` and the live benchmark.
 
 Every call is streamed so that TTFT and TPOT are measured the same way for the cascade and for a single
-model (definitions in :mod:`crescade.timing`). Rows are plain dicts.
+model (definitions in :mod:`crescade.evaluation.timing`). Rows are plain dicts.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 
-from crescade.collect import Example
-from crescade.graders import get_grader
-from crescade.pricing import ModelCard
-from crescade.timing import query_tpot
+from crescade.engine.pricing import ModelCard
+from crescade.evaluation.timing import query_tpot
+from crescade.tools.collect import Example
+from crescade.tools.graders import get_grader
 
 from ._messages import answer_from_message, as_chunk, message_text
 from ._stream import LiveStream

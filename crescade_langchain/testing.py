@@ -1,7 +1,7 @@
 """Test helpers: a chat model that injects the failures real providers produce around any chat model.
 
 ``FaultInjectingChatModel(inner=ChatOpenAI(...), faults=FaultSchedule(rate=0.2, seed=1), fault_key="gpt")``
-behaves like ``inner`` except on the calls the :class:`crescade.faults.FaultSchedule` picks, which time
+behaves like ``inner`` except on the calls the :class:`crescade.serving.faults.FaultSchedule` picks, which time
 out, get rate limited, fail with a 5xx, lose their connection, come back malformed or empty, hang, break
 or stall mid-stream, or are slow. Use it as a tier of a ``CascadeChatModel`` (or anywhere else) to test
 how an application copes.
@@ -20,7 +20,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable
 from pydantic import ConfigDict
 
-from crescade.faults import Fault, FaultSchedule
+from crescade.serving.faults import Fault, FaultSchedule
 
 from ._messages import content_text
 

@@ -16,11 +16,11 @@ from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse, MessageRole, ToolCallBlock
 
-from crescade.conversation import conversation_floor as core_floor
-from crescade.decisions import Answer, UsageSource
-from crescade.jsonschema_lite import schema_errors
-from crescade.streamclock import StreamClock
-from crescade.tokens import resolve_usage
+from crescade.engine.decisions import Answer, UsageSource
+from crescade.engine.tokens import resolve_usage
+from crescade.serving.conversation import conversation_floor as core_floor
+from crescade.serving.jsonschema_lite import schema_errors
+from crescade.serving.streamclock import StreamClock
 
 __all__ = [
     "OUR_KEYS",

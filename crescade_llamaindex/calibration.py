@@ -1,7 +1,7 @@
 """Calibrate a cascade straight from LlamaIndex LLMs and labelled examples.
 
 The collection engine (concurrency limit, progress bar, grading, resumable append-only records) is the
-core's :func:`crescade.collect.collect`; this module only says how to call a LlamaIndex LLM.
+core's :func:`crescade.tools.collect.collect`; this module only says how to call a LlamaIndex LLM.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.llms.llm import LLM
 
 from crescade import Answer
-from crescade.collect import CollectReport, Example, collect, fit_on_records
-from crescade.pricing import ModelCard
-from crescade.redact import register_secrets, secrets_of
+from crescade.common.redact import register_secrets, secrets_of
+from crescade.engine.pricing import ModelCard
+from crescade.tools.collect import CollectReport, Example, collect, fit_on_records
 
 from ._messages import answer_from_response, buffer_string
 

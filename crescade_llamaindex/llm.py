@@ -32,9 +32,12 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from crescade.cascade import Cascade
-from crescade.decisions import Answer
-from crescade.dispatch import (
+from crescade.common.errors import InputError, PoolError, PricingError
+from crescade.common.redact import register_secrets, secrets_of
+from crescade.engine.cascade import Cascade
+from crescade.engine.decisions import Answer
+from crescade.engine.pricing import ModelCard
+from crescade.serving.dispatch import (
     DispatchResult,
     DispatchSession,
     TierAttempt,
@@ -43,12 +46,9 @@ from crescade.dispatch import (
     run_session,
     stream_session,
 )
-from crescade.errors import InputError, PoolError, PricingError
-from crescade.inputs import check_messages, check_tool
-from crescade.pricing import ModelCard
-from crescade.redact import register_secrets, secrets_of
-from crescade.reliability import Reliability
-from crescade.streamclock import StreamClock
+from crescade.serving.inputs import check_messages, check_tool
+from crescade.serving.reliability import Reliability
+from crescade.serving.streamclock import StreamClock
 
 from ._events import CascadeAnswerEvent, CascadeEscalationEvent, CascadeRouteEvent, dispatcher
 from ._messages import (
@@ -473,7 +473,7 @@ def _has_output(resp: Any) -> bool:
 
 
 class _Live:
-    """A tier's streamed chunks, timed by a :class:`~crescade.streamclock.StreamClock`."""
+    """A tier's streamed chunks, timed by a :class:`~crescade.serving.streamclock.StreamClock`."""
 
     def __init__(self, t0: float, tier: int, name: str, to_answer: Callable[[_Live], Answer]) -> None:
         self.clock = StreamClock(t0)

@@ -1,7 +1,7 @@
 """Test helpers: an LLM that injects the failures real providers produce around any LlamaIndex LLM.
 
 ``FaultInjectingLLM(inner=OpenAILike(...), faults=FaultSchedule(rate=0.2, seed=1), fault_key="gpt")``
-behaves like ``inner`` except on the calls the :class:`crescade.faults.FaultSchedule` picks (timeouts,
+behaves like ``inner`` except on the calls the :class:`crescade.serving.faults.FaultSchedule` picks (timeouts,
 rate limits, 5xx, connection resets, malformed or empty responses, hangs, broken or stalled streams,
 slow answers). Tools pass through: ``inner`` formats them and parses its own tool calls.
 """
@@ -27,7 +27,7 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 from pydantic import ConfigDict, Field
 
-from crescade.faults import Fault, FaultSchedule
+from crescade.serving.faults import Fault, FaultSchedule
 
 from ._messages import provider_usage
 

@@ -13,7 +13,7 @@ import pytest
 from synthetic_records import ACCURACY, MODELS, PRICE_PER_MTOK, card, make_cascade, make_prompts, make_records
 
 from crescade import Cascade, ModelCard, Outcomes, Record
-from crescade.reliability import SHARED_COOLDOWNS
+from crescade.serving.reliability import SHARED_COOLDOWNS
 
 
 @pytest.fixture(scope="session")

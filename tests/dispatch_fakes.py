@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from crescade.decisions import Answer, Plan, Verdict
+from crescade.engine.decisions import Answer, Plan, Verdict
 
 LADDER = ("small", "medium", "large")
 PLAN = Plan(cluster=3, ladder=LADDER, thresholds=(0.6, 0.7, 0.0), reason="cluster 3")
@@ -14,7 +14,7 @@ PLAN = Plan(cluster=3, ladder=LADDER, thresholds=(0.6, 0.7, 0.0), reason="cluste
 
 @dataclass(frozen=True)
 class Card:
-    """Stand-in for crescade.pricing.ModelCard: $ per million tokens."""
+    """Stand-in for crescade.engine.pricing.ModelCard: $ per million tokens."""
 
     name: str
     input_per_mtok: float

@@ -1,7 +1,7 @@
 """Shared synthetic data for the engine tests: three topics, three models, answers that carry signal.
 
-The generator is deterministic (fixed seed) and builds plain :class:`crescade.records.Record` objects,
-turned into an :class:`~crescade.records.Outcomes` matrix with ``Outcomes.from_records``:
+The generator is deterministic (fixed seed) and builds plain :class:`crescade.engine.records.Record` objects,
+turned into an :class:`~crescade.engine.records.Outcomes` matrix with ``Outcomes.from_records``:
 
 * ~300 multiple-choice prompts in three topics with disjoint vocabularies (geography, chemistry, finance);
 * three models ``cheap`` / ``mid`` / ``strong`` priced 1 : 5 : 25 per token, whose accuracy depends on the

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from crescade.atomic import atomic_write, default_mode
+from crescade.common.atomic import atomic_write, default_mode
 
 
 def test_writes_with_ordinary_permissions(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ from crescade import (
     Record,
     ReplayResult,
 )
-from crescade.dispatch import adispatch, dispatch
+from crescade.serving.dispatch import adispatch, dispatch
 
 EXPECTED_KEYS = {"accuracy", "retention", "cost_ratio", "escalation_rate", "strong_call_share", "target_met"}
 HEDGE = "I'm not sure, but it might be B."

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from crescade import ModelCard, Record, __version__, write_records
-from crescade.cli import find_default_records, main
-from crescade.pricing import save_prices
+from crescade.engine.pricing import save_prices
+from crescade.tools.cli import find_default_records, main
 
 TOPICS = {
     "algebra": ["equation", "variable", "polynomial", "quadratic", "matrix", "vector", "integer",
@@ -207,7 +207,7 @@ def test_demo_on_given_records(data: dict[str, Path], capsys: pytest.CaptureFixt
 
 def test_default_records_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                 capsys: pytest.CaptureFixture[str]) -> None:
-    import crescade.cli as cli
+    import crescade.tools.cli as cli
 
     shared = tmp_path / "shared" / "data"
     shared.mkdir(parents=True)

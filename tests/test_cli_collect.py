@@ -11,9 +11,9 @@ import pytest
 from fake_openai_server import CHEAP_M, STRONG_M, FakeOpenAI
 
 from crescade import ModelCard, read_records, save_examples
-from crescade.cli import main
-from crescade.pricing import save_prices
-from crescade.tasks import generate_tasks
+from crescade.engine.pricing import save_prices
+from crescade.tools.cli import main
+from crescade.tools.tasks import generate_tasks
 
 
 @pytest.fixture

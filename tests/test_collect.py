@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from crescade import Answer, ModelCard, Outcomes, read_records
-from crescade.collect import CollectReport, Example, acollect, collect, load_examples, save_examples
-from crescade.errors import ConfigError, PricingError, RecordsError
-from crescade.progress import Progress
+from crescade.common.errors import ConfigError, PricingError, RecordsError
+from crescade.common.progress import Progress
+from crescade.tools.collect import CollectReport, Example, acollect, collect, load_examples, save_examples
 
 MODELS = ["small", "large"]
 PRICES = {
@@ -334,7 +334,7 @@ def test_keyboard_interrupt_leaves_a_valid_subset_and_a_rerun_completes(tmp_path
 CTRL_C_SCRIPT = """
 import sys, time
 from crescade import Answer, ModelCard
-from crescade.collect import Example, collect
+from crescade.tools.collect import Example, collect
 
 def call(model, ex):
     time.sleep(0.02)
@@ -377,8 +377,8 @@ def test_concurrency_bound_is_respected(tmp_path: Path) -> None:
 def test_progress_bar_reports_to_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CRESCADE_PROGRESS", raising=False)
-    # the module, not the `crescade.collect` function the package re-exports under the same name
-    monkeypatch.setattr(sys.modules["crescade.collect"], "Progress", functools.partial(Progress, delay=0.0))
+    # the module, not the `crescade.tools.collect` function the package re-exports under the same name
+    monkeypatch.setattr(sys.modules["crescade.tools.collect"], "Progress", functools.partial(Progress, delay=0.0))
     run(make_examples(2), FakeModels(delay=0.001), tmp_path / "r.jsonl", progress=True)
     assert "collect: 4/4 (100%)" in capsys.readouterr().err
     run(make_examples(3), FakeModels(delay=0.001), tmp_path / "r.jsonl", progress=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from crescade.conversation import conversation_floor
+from crescade.serving.conversation import conversation_floor
 
 POOL = ("cheap", "mid", "strong")
 

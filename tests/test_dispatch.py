@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import pytest
 from dispatch_fakes import LADDER, PLAN, PRICES, Card, FakeJudge, acaller, answer, caller, ticker
 
-from crescade.decisions import Answer, Plan, Verdict
-from crescade.dispatch import (
+from crescade.common.errors import AllTiersFailedError, ConfigError, PricingError
+from crescade.engine.decisions import Answer, Plan, Verdict
+from crescade.serving.dispatch import (
     AnswerRejectedError,
     DispatchFailedError,
     DispatchResult,
@@ -25,7 +26,6 @@ from crescade.dispatch import (
     default_counter,
     dispatch,
 )
-from crescade.errors import AllTiersFailedError, ConfigError, PricingError
 
 
 async def run_both(judge: FakeJudge, script=None, **kw) -> tuple[DispatchResult, DispatchResult]:
@@ -315,7 +315,7 @@ async def test_token_fallback_when_answer_lacks_counts():
 
 
 def test_default_counter_without_tokens_module(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setitem(sys.modules, "crescade.tokens", None)  # import fails -> ceil(len / 4)
+    monkeypatch.setitem(sys.modules, "crescade.engine.tokens", None)  # import fails -> ceil(len / 4)
     assert default_counter("x" * 9, "gpt-4o") == (3, "estimate")
     assert default_counter("", None) == (0, "estimate")
     script = {"small": answer("small", text="y" * 8, n_in=None, n_out=None)}
@@ -330,9 +330,9 @@ def test_default_counter_uses_tokens_module(monkeypatch: pytest.MonkeyPatch):
         n: int
         source: str
 
-    fake = types.ModuleType("crescade.tokens")
+    fake = types.ModuleType("crescade.engine.tokens")
     fake.count_tokens = lambda text, model=None: TokenCount(len(text.split()), "tiktoken")  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "crescade.tokens", fake)
+    monkeypatch.setitem(sys.modules, "crescade.engine.tokens", fake)
     assert default_counter("a b c", "gpt-4o") == (3, "tiktoken")
 
 
@@ -480,7 +480,7 @@ def test_50_concurrent_sync_dispatch_in_threads():
 
 
 def test_invalid_tool_call_reason_names_the_problems() -> None:
-    from crescade.dispatch import _with_problems
+    from crescade.serving.dispatch import _with_problems
 
     assert _with_problems("invalid tool call", ()) == "invalid tool call"
     assert _with_problems("invalid tool call", ("tool 'add': $.a: expected integer, got str", "x")) == (

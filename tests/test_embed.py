@@ -1,4 +1,4 @@
-"""Tests of crescade.embed: the offline TF-IDF + SVD embedder, the callable wrapper and as_embedder."""
+"""Tests of crescade.engine.embed: the offline TF-IDF + SVD embedder, the callable wrapper and as_embedder."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from synthetic_records import make_prompts
 
-from crescade.embed import CallableEmbedder, Embedder, TfidfSvdEmbedder, as_embedder, clip_text
-from crescade.errors import ConfigError, NotFittedError
+from crescade.common.errors import ConfigError, NotFittedError
+from crescade.engine.embed import CallableEmbedder, Embedder, TfidfSvdEmbedder, as_embedder, clip_text
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of crescade.evaluate and crescade.baselines on small synthetic outcomes (2 topics, 3 models)."""
+"""Tests of crescade.evaluation.evaluate and .baselines on small synthetic outcomes (2 topics, 3 models)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crescade.baselines import KnnRouter, mix_for_quality, random_mix, single_model
-from crescade.errors import ConfigError, PoolError
-from crescade.evaluate import POINT_METRICS, EvalReport, beats_baselines, evaluate
-from crescade.metrics import ndch
-from crescade.records import Outcomes, Record
+from crescade.common.errors import ConfigError, PoolError
+from crescade.engine.records import Outcomes, Record
+from crescade.evaluation.baselines import KnnRouter, mix_for_quality, random_mix, single_model
+from crescade.evaluation.evaluate import POINT_METRICS, EvalReport, beats_baselines, evaluate
+from crescade.evaluation.metrics import ndch
 
 # accuracy per (model, topic) and $ per call: "small" is good at history, "mid" at math, "large" at both.
 ACC = {"small": {"math": 0.25, "history": 0.85}, "mid": {"math": 0.85, "history": 0.35},

@@ -1,4 +1,4 @@
-"""Tests of crescade.features: final answers, arithmetic checks, safe arithmetic, the feature vector."""
+"""Tests of crescade.engine.features: final answers, arithmetic checks, safe arithmetic, the feature vector."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from crescade.features import (
+from crescade.engine.features import (
     FEATURE_NAMES,
     MAX_TEXT,
     answer_features,

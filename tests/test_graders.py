@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from crescade.errors import ConfigError
-from crescade.graders import (
+from crescade.common.errors import ConfigError
+from crescade.tools.graders import (
     GRADERS,
     choice_letter,
     code_tests,

@@ -8,11 +8,11 @@ import pytest
 from pydantic import BaseModel
 
 from crescade import ModelCard
-from crescade.decisions import Plan
-from crescade.errors import InputError, PricingError
-from crescade.inputs import check_messages, check_tool, restrict_to_inputs
-from crescade.jsonschema_lite import schema_problems
-from crescade.pricing import load_prices
+from crescade.common.errors import InputError, PricingError
+from crescade.engine.decisions import Plan
+from crescade.engine.pricing import load_prices
+from crescade.serving.inputs import check_messages, check_tool, restrict_to_inputs
+from crescade.serving.jsonschema_lite import schema_problems
 
 
 def test_check_messages_refuses_empty_requests_and_bad_unicode() -> None:

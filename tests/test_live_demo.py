@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from crescade.cli import main
-from crescade.live_demo import fresh_tasks, print_row
-from crescade.tasks import FAMILIES, default_task_suite
+from crescade.tools.cli import main
+from crescade.tools.live_demo import fresh_tasks, print_row
+from crescade.tools.tasks import FAMILIES, default_task_suite
 
 
 def test_fresh_tasks_cycle_through_families_and_are_not_the_recorded_suite() -> None:

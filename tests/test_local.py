@@ -1,4 +1,4 @@
-"""Tests of :mod:`crescade.local`: the registry, assembly + verification, and the server lifecycle.
+"""Tests of :mod:`crescade.tools.local`: the registry, assembly + verification, and the server lifecycle.
 
 Everything runs offline against fake chunk files and a tiny fake server. The real servers are exercised by
 the opt-in live suite in ``tests/live`` (``python -m pytest --live tests/live``).
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from crescade import local
-from crescade.cli import main
-from crescade.local import LocalError, LocalModel, LocalServers
+from crescade.tools import local
+from crescade.tools.cli import main
+from crescade.tools.local import LocalError, LocalModel, LocalServers
 
 FAKE_SERVER = r'''
 import argparse, json, os, sys, time

@@ -1,4 +1,4 @@
-"""Tests of crescade.metrics: hand-computed examples, properties, pandas agreement, error cases."""
+"""Tests of crescade.evaluation.metrics: hand-computed examples, properties, pandas agreement, error cases."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from crescade.errors import ConfigError
-from crescade.metrics import (
+from crescade.common.errors import ConfigError
+from crescade.evaluation.metrics import (
     aiq,
     apgr,
     auc,

@@ -1,4 +1,4 @@
-"""Tests of crescade.plot: a valid PNG is written atomically; bad input raises ConfigError."""
+"""Tests of crescade.evaluation.plot: a valid PNG is written atomically; bad input raises ConfigError."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from crescade.errors import ConfigError
-from crescade.plot import cost_quality_plot
+from crescade.common.errors import ConfigError
+from crescade.evaluation.plot import cost_quality_plot
 
 pytest.importorskip("matplotlib")
 

@@ -1,4 +1,4 @@
-"""Tests of crescade.pricing: ModelCard validation, load/save of prices JSON, price_of."""
+"""Tests of crescade.engine.pricing: ModelCard validation, load/save of prices JSON, price_of."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crescade.errors import PricingError
-from crescade.pricing import ModelCard, load_prices, price_of, save_prices
+from crescade.common.errors import PricingError
+from crescade.engine.pricing import ModelCard, load_prices, price_of, save_prices
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -1,4 +1,4 @@
-"""Tests for crescade.progress: silent for fast work, throttled output for slow work, thread-safe."""
+"""Tests for crescade.common.progress: silent for fast work, throttled output for slow work, thread-safe."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from crescade.progress import ENV_VAR, Progress, progress
+from crescade.common.progress import ENV_VAR, Progress, progress
 
 
 class FakeClock:

@@ -6,8 +6,8 @@ import numpy as np
 from synthetic_records import make_cascade
 
 from crescade import Answer, Cascade, Outcomes
-from crescade.cascade import _answer_codes
-from crescade.features import final_answer
+from crescade.engine.cascade import _answer_codes
+from crescade.engine.features import final_answer
 
 
 def _training_scores(c: Cascade, data: Outcomes, prev: np.ndarray | None) -> np.ndarray:

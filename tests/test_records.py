@@ -1,4 +1,4 @@
-"""Tests of crescade.records: reading, validating and writing record files, and the Outcomes matrix."""
+"""Tests of crescade.engine.records: reading, validating and writing record files, and the Outcomes matrix."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crescade.errors import ConfigError, PoolError, RecordsError
-from crescade.pricing import ModelCard, load_prices
-from crescade.records import (
+from crescade.common.errors import ConfigError, PoolError, RecordsError
+from crescade.engine.pricing import ModelCard, load_prices
+from crescade.engine.records import (
     OPTIONAL_COLUMNS,
     REQUIRED_COLUMNS,
     Outcomes,
@@ -313,7 +313,7 @@ def test_undecodable_bytes(tmp_path: Path) -> None:
 
 
 def test_text_lines_small_chunks() -> None:
-    from crescade.records import _text_lines
+    from crescade.engine.records import _text_lines
 
     text = "\ufeffa,é\r\n☃☃☃\n\nlong line without end ü"
     data = text.encode("utf-8")
@@ -511,7 +511,7 @@ def test_usage_source_round_trips_and_unknown_values_are_rejected(tmp_path: Path
 def test_a_decompression_bomb_line_is_refused_without_reading_it_all(tmp_path) -> None:
     import gzip as _gzip
 
-    from crescade import records as records_module
+    from crescade.engine import records as records_module
 
     path = tmp_path / "bomb.jsonl.gz"
     with _gzip.open(path, "wb") as f:

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from dispatch_fakes import PRICES, FakeJudge, answer, caller
 
-from crescade.decisions import Answer
-from crescade.dispatch import DispatchFailedError, adispatch, dispatch
-from crescade.errors import ConfigError
-from crescade.reliability import (
+from crescade.common.errors import ConfigError
+from crescade.engine.decisions import Answer
+from crescade.serving.dispatch import DispatchFailedError, adispatch, dispatch
+from crescade.serving.reliability import (
     Cooldowns,
     Reliability,
     SpendGuard,
@@ -26,7 +26,7 @@ from crescade.reliability import (
     TierTimeoutError,
     classify_error,
 )
-from crescade.timeouts import abandoned_calls, call_with_timeout, iterate_with_timeout
+from crescade.serving.timeouts import abandoned_calls, call_with_timeout, iterate_with_timeout
 
 
 class FakeClock:

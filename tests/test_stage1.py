@@ -1,4 +1,4 @@
-"""Tests of crescade.stage1: centroids, assignment, shrunk accuracy, cluster means, escalation ladders."""
+"""Tests of crescade.engine.stage1: centroids, assignment, shrunk accuracy, cluster means, escalation ladders."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crescade.errors import ConfigError
-from crescade.stage1 import assign, cluster_means, efficient_ladder, fit_centroids, shrunk_accuracy
+from crescade.common.errors import ConfigError
+from crescade.engine.stage1 import assign, cluster_means, efficient_ladder, fit_centroids, shrunk_accuracy
 
 nan = np.nan
 

@@ -1,4 +1,4 @@
-"""Tests of crescade.stage2: the quality estimator, answer tables and the non-text QE features."""
+"""Tests of crescade.engine.stage2: the quality estimator, answer tables and the non-text QE features."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from crescade.errors import ConfigError, NotFittedError
-from crescade.stage2 import (
+from crescade.common.errors import ConfigError, NotFittedError
+from crescade.engine.stage2 import (
     EXTRA_NAMES,
     QE_FEATURE_NAMES,
     AnswerTable,

@@ -1,4 +1,4 @@
-"""Tests of crescade.store: atomic artifact save/load, integrity checks, fingerprints."""
+"""Tests of crescade.engine.store: atomic artifact save/load, integrity checks, fingerprints."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from crescade import store
-from crescade.errors import ArtifactError, ConfigError
-from crescade.store import SCHEMA_VERSION, fingerprint, load_artifact, save_artifact
+from crescade.common.errors import ArtifactError, ConfigError
+from crescade.engine import store
+from crescade.engine.store import SCHEMA_VERSION, fingerprint, load_artifact, save_artifact
 
 FILES = ("manifest.json", "meta.json", "arrays.npz")
 

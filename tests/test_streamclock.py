@@ -1,15 +1,15 @@
-"""crescade.streamclock: TTFT, TPOT and the chunk-count estimate of a streamed call."""
+"""crescade.serving.streamclock: TTFT, TPOT and the chunk-count estimate of a streamed call."""
 
 from __future__ import annotations
 
 import pytest
 
-from crescade.streamclock import StreamClock
+from crescade.serving.streamclock import StreamClock
 
 
 def test_clock_times_first_and_last_output(monkeypatch: pytest.MonkeyPatch) -> None:
     times = iter([10.5, 11.0, 12.5])
-    monkeypatch.setattr("crescade.streamclock.time.perf_counter", lambda: next(times))
+    monkeypatch.setattr("crescade.serving.streamclock.time.perf_counter", lambda: next(times))
     clock = StreamClock(t0=10.0)
     assert clock.ttft() is None and clock.tpot(5) is None and clock.estimated_tokens() is None
     assert [clock.tick() for _ in range(3)] == [10.5, 11.0, 12.5]

@@ -9,9 +9,9 @@ from collections import Counter
 
 import pytest
 
-from crescade.collect import Example, load_examples, save_examples
-from crescade.errors import ConfigError
-from crescade.graders import (
+from crescade.common.errors import ConfigError
+from crescade.tools.collect import Example, load_examples, save_examples
+from crescade.tools.graders import (
     code_tests,
     extract_answer_text,
     extract_int_list,
@@ -21,7 +21,7 @@ from crescade.graders import (
     string_casefold,
     string_exact,
 )
-from crescade.tasks import (
+from crescade.tools.tasks import (
     DEFAULT_SEED,
     FAMILIES,
     SolvedTask,

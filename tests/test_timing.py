@@ -1,4 +1,4 @@
-"""Replayed latency, TTFT and TPOT of the cascade vs always-strongest (crescade.timing)."""
+"""Replayed latency, TTFT and TPOT of the cascade vs always-strongest (crescade.evaluation.timing)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from crescade import Cascade, Outcomes, Record
-from crescade.errors import ConfigError
-from crescade.timing import query_tpot, reduction, replay_timing, timing_summary
+from crescade.common.errors import ConfigError
+from crescade.evaluation.timing import query_tpot, reduction, replay_timing, timing_summary
 
 
 def _timed(records: list[Record], models: list[str]) -> Outcomes:

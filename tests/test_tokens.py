@@ -1,4 +1,4 @@
-"""Tests of crescade.tokens: offline counting, cache lookup without network, usage resolution."""
+"""Tests of crescade.engine.tokens: offline counting, cache lookup without network, usage resolution."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from crescade import tokens
-from crescade.errors import ConfigError
-from crescade.tokens import TokenCount, count_tokens, encoding_name_for, resolve_usage
+from crescade.common.errors import ConfigError
+from crescade.engine import tokens
+from crescade.engine.tokens import TokenCount, count_tokens, encoding_name_for, resolve_usage
 
 CL100K_FILE = "9b5ad71b2ce5302211f9c61530b329a4922fc6a4"
 O200K_FILE = "fb374d419588a4632f3f557e76b4b70aebbca790"
@@ -118,7 +118,7 @@ def test_llama_index_dir_found_via_spec(tmp_path: Path) -> None:
     target = tmp_path / "site" / "llama_index" / "core" / "_static" / "tiktoken_cache"
     target.mkdir(parents=True)
     code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); from crescade import tokens; "
+        "import sys; sys.path.insert(0, sys.argv[1]); from crescade.engine import tokens; "
         "dirs = tokens._llama_index_cache_dirs(); "
         "assert sys.argv[2] in dirs, dirs; assert 'llama_index' not in sys.modules; print('ok')"
     )
@@ -167,7 +167,7 @@ def test_count_tokens_rejects_non_string() -> None:
 
 def test_counts_match_the_recorded_cl100k_counts() -> None:
     """The shared data's token columns are cl100k_base counts: ours must agree exactly."""
-    from crescade.records import read_records
+    from crescade.engine.records import read_records
 
     data = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "routellm-gsm8k.csv.gz"
     for rec in read_records(data)[:40]:

@@ -17,7 +17,7 @@ from lc_support import BAD_ANSWER, GOOD_ANSWER, POOL, cards, scripted, topic_que
 from pydantic import BaseModel, ValidationError
 
 from crescade import Cascade, ModelCard
-from crescade.dispatch import DispatchFailedError
+from crescade.serving.dispatch import DispatchFailedError
 from crescade_langchain import CascadeChatModel
 
 Make = Callable[..., CascadeChatModel]

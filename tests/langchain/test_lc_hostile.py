@@ -17,7 +17,7 @@ from lc_scripted import ScriptedChatModel
 from lc_support import POOL, cards, scripted
 
 from crescade import Cascade, ModelCard
-from crescade.errors import InputError
+from crescade.common.errors import InputError
 from crescade_langchain import CascadeChatModel
 
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage, ToolMessage
 
-from crescade.jsonschema_lite import schema_errors
+from crescade.serving.jsonschema_lite import schema_errors
 from crescade_langchain._messages import (
     answer_from_message,
     as_chunk,

@@ -1,4 +1,4 @@
-"""The live suite: real llama.cpp servers (``crescade.local.LocalServers``) behind both adapters.
+"""The live suite: real llama.cpp servers (``crescade.tools.local.LocalServers``) behind both adapters.
 
 Opt-in: the default ``python -m pytest -q`` does not collect this directory at all (nothing is reported
 as skipped); run it with ``python -m pytest -q --live tests/live``. Needs llama-cpp-python 0.3.36 and the
@@ -16,10 +16,10 @@ import pytest
 from live_support import CHEAP, DROPPED, INSTALL_HINT, LIVE_MODELS, is_alive
 
 from crescade import Cascade, Outcomes, local
-from crescade.cli import find_default_records
-from crescade.local import LocalServers
-from crescade.pricing import ModelCard
-from crescade.records import read_records
+from crescade.engine.pricing import ModelCard
+from crescade.engine.records import read_records
+from crescade.tools.cli import find_default_records
+from crescade.tools.local import LocalServers
 
 HERE = Path(__file__).resolve().parent
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from crescade.local import LocalServers
+from crescade.tools.local import LocalServers
 
 #: The CI pool: the cheap tier and the middle one (the 1.5B model is dropped from the fitted cascade).
 LIVE_MODELS: tuple[str, ...] = ("smollm2-135m", "qwen2.5-coder-0.5b")

@@ -20,10 +20,10 @@ from live_support import CHEAP, LIVE_MODELS, STRONG, chat_openai, is_alive, open
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 
 from crescade import Cascade
-from crescade.dispatch import DispatchFailedError
-from crescade.errors import AllTiersFailedError
-from crescade.local import LocalServers
-from crescade.pricing import ModelCard
+from crescade.common.errors import AllTiersFailedError
+from crescade.engine.pricing import ModelCard
+from crescade.serving.dispatch import DispatchFailedError
+from crescade.tools.local import LocalServers
 from crescade_langchain import CascadeChatModel
 from crescade_llamaindex import CascadeLLM
 

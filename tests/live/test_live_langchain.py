@@ -10,10 +10,10 @@ from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from live_support import CHEAP, LIVE_MODELS, MAX_TOKENS, STRONG
 
 from crescade import Cascade
-from crescade.graders import get_grader
-from crescade.local import LocalServers
-from crescade.pricing import ModelCard
-from crescade.tasks import generate_tasks
+from crescade.engine.pricing import ModelCard
+from crescade.tools.graders import get_grader
+from crescade.tools.local import LocalServers
+from crescade.tools.tasks import generate_tasks
 from crescade_langchain import CascadeChatModel
 from crescade_langchain.calibration import openai_compatible_models
 

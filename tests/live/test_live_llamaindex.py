@@ -10,9 +10,9 @@ from live_support import CHEAP, LIVE_MODELS, STRONG, openai_like
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse, MessageRole
 
 from crescade import Cascade
-from crescade.local import LocalServers
-from crescade.pricing import ModelCard
-from crescade.tasks import generate_tasks
+from crescade.engine.pricing import ModelCard
+from crescade.tools.local import LocalServers
+from crescade.tools.tasks import generate_tasks
 from crescade_llamaindex import CascadeLLM
 
 EXAMPLES = generate_tasks(2, seed=23, families=["unit_conversion", "list_operations"])

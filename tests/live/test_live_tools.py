@@ -7,7 +7,7 @@ checked against these GGUFs):
   function) by generating the arguments under a grammar built from the function's JSON schema and returning a
   real ``tool_calls`` entry (``finish_reason="tool_calls"``). Works with SmolLM2-135M and Qwen2.5-Coder-0.5B.
 * ``tool_choice="auto"`` is only understood by the ``chatml-function-calling`` format
-  (:data:`crescade.local.TOOL_CHAT_FORMAT`, ``LocalServers(chat_format=...)``): a grammar lets the model pick
+  (:data:`crescade.tools.local.TOOL_CHAT_FORMAT`, ``LocalServers(chat_format=...)``): a grammar lets the model pick
   ``message:`` or ``functions.<name>:``. With the default format the tools only reach the prompt template and
   the answer comes back as text. This format ignores ``max_tokens`` for the choice and is slow on CPU (several
   grammar-constrained passes, ~1 min for SmolLM2 on a busy 2-core machine), so it is tested once.
@@ -27,8 +27,8 @@ from live_support import CHEAP, LIVE_MODELS, chat_openai, openai_like
 from llama_index.core.tools import FunctionTool
 
 from crescade import Cascade
-from crescade.local import TOOL_CHAT_FORMAT, LocalServers
-from crescade.pricing import ModelCard
+from crescade.engine.pricing import ModelCard
+from crescade.tools.local import TOOL_CHAT_FORMAT, LocalServers
 from crescade_langchain import CascadeChatModel
 from crescade_llamaindex import CascadeLLM
 

@@ -16,8 +16,8 @@ from llama_index.core.llms import MockLLM
 from llama_index.core.tools import FunctionTool
 
 from crescade import Cascade, ModelCard
-from crescade.dispatch import DispatchFailedError
-from crescade.errors import PoolError, PricingError
+from crescade.common.errors import PoolError, PricingError
+from crescade.serving.dispatch import DispatchFailedError
 from crescade_llamaindex import CascadeLLM
 
 Make = Callable[..., CascadeLLM]

@@ -18,7 +18,7 @@ from llama_index.core.base.llms.types import ChatMessage, ChatResponse, ImageBlo
 from llama_index.core.tools import FunctionTool
 
 from crescade import Cascade, ModelCard
-from crescade.errors import InputError
+from crescade.common.errors import InputError
 from crescade_llamaindex import CascadeLLM
 
 IMAGE_URL = "https://example.invalid/river.png"

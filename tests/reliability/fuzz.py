@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from crescade import Cascade, ModelCard
-from crescade.decisions import Answer
-from crescade.errors import CrescadeError
-from crescade.records import read_records, write_records
+from crescade.common.errors import CrescadeError
+from crescade.engine.decisions import Answer
+from crescade.engine.records import read_records, write_records
 
 HOSTILE_TOKENS = [b"NaN", b"Infinity", b"-1", b"1e999", b"99999999999999999999999999", b"", b"null", b"true",
                   b'"\\ud800"', b"\x00", b"[" * 2000 + b"]" * 2000, b'{"a":' * 500 + b"1" + b"}" * 500,

@@ -31,10 +31,10 @@ for sub in ("", "langchain", "llamaindex"):
 
 from adapter_records import BAD_ANSWER, GOOD_ANSWER, POOL, TOPICS, fitted_cascade, topic_query  # noqa: E402
 
-from crescade.dispatch import DispatchFailedError  # noqa: E402
-from crescade.faults import FaultSchedule  # noqa: E402
-from crescade.reliability import Cooldowns, Reliability  # noqa: E402
-from crescade.timeouts import abandoned_calls  # noqa: E402
+from crescade.serving.dispatch import DispatchFailedError  # noqa: E402
+from crescade.serving.faults import FaultSchedule  # noqa: E402
+from crescade.serving.reliability import Cooldowns, Reliability  # noqa: E402
+from crescade.serving.timeouts import abandoned_calls  # noqa: E402
 
 MODES = ("sync", "async", "stream", "astream")
 TAG = re.compile(r"Request id: (r\d{6})")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from crescade import Cascade
-from crescade.cli import main
+from crescade.tools.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ from lc_scripted import ScriptedChatModel
 from li_scripted import ScriptedLLM
 from li_support import POOL, fitted_cascade, topic_query
 
-from crescade.dispatch import DispatchFailedError
-from crescade.faults import FaultSchedule
-from crescade.reliability import Cooldowns, Reliability, SpendGuard, SpendLimitError, TierTimeoutError
-from crescade.timeouts import abandoned_calls
+from crescade.serving.dispatch import DispatchFailedError
+from crescade.serving.faults import FaultSchedule
+from crescade.serving.reliability import Cooldowns, Reliability, SpendGuard, SpendLimitError, TierTimeoutError
+from crescade.serving.timeouts import abandoned_calls
 
 MODES = ("sync", "async", "stream", "astream")
 LONG = "B " + "and some more words to stream " * 4  # enough chunks for a break after two

@@ -30,7 +30,7 @@ def test_the_artifact_loader_survives_10000_damaged_artifacts(cascade: Cascade, 
 
 @pytest.mark.parametrize("name", ["meta.json", "arrays.npz", "manifest.json"])
 def test_a_single_flipped_bit_anywhere_is_an_artifact_error(cascade: Cascade, tmp_path: Path, name: str) -> None:
-    from crescade.errors import ArtifactError
+    from crescade.common.errors import ArtifactError
 
     cascade.save(tmp_path / "a")
     path = tmp_path / "a" / name

@@ -13,7 +13,7 @@ import pytest
 from fake_openai_server import FakeOpenAI
 from li_support import POOL, fitted_cascade, topic_query
 
-from crescade.reliability import Cooldowns, Reliability
+from crescade.serving.reliability import Cooldowns, Reliability
 
 QUERY = next(q for q in (topic_query("geography", s) for s in range(40))
              if fitted_cascade().plan(q).ladder == POOL)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from harness import LoadResult, run_langchain, run_llamaindex
 
-from crescade.reliability import SHARED_COOLDOWNS
+from crescade.serving.reliability import SHARED_COOLDOWNS
 
 
 def check(res: LoadResult) -> None:

@@ -15,9 +15,9 @@ from langchain_core.callbacks import BaseCallbackHandler
 from li_support import POOL, cards, fitted_cascade, topic_query
 
 from crescade import Example
-from crescade.cli import main
-from crescade.dispatch import DispatchFailedError
-from crescade.pricing import save_prices
+from crescade.engine.pricing import save_prices
+from crescade.serving.dispatch import DispatchFailedError
+from crescade.tools.cli import main
 
 SHAPED = "sk-planted-9f8e7d6c5b4a39281706"  # the shape of an OpenAI key
 ODD = "AIzaPlantedOddShapedKey0123456789xyz"  # no known shape: only masking the exact value catches it

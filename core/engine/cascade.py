@@ -13,7 +13,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import __version__
+from .._version import __version__
+from ..common.errors import ArtifactError, ConfigError, NotFittedError, PoolError
+from ..common.jsonsafe import json_safe
+from ..common.progress import Progress
 from .calibrate import (
     COST_GRID,
     DEFAULT_THRESHOLDS,
@@ -30,11 +33,8 @@ from .calibrate import (
 )
 from .decisions import Answer, Plan, Verdict
 from .embed import CallableEmbedder, TfidfSvdEmbedder, as_embedder
-from .errors import ArtifactError, ConfigError, NotFittedError, PoolError
 from .features import answer_features, final_answer
-from .jsonsafe import json_safe
 from .pricing import ModelCard
-from .progress import Progress
 from .records import Outcomes
 from .stage1 import assign, cluster_means, efficient_ladder, fit_centroids, shrunk_accuracy
 from .stage2 import AnswerTable, QualityEstimator, extra_features

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError
+from ..common.errors import ConfigError
 from .stage1 import efficient_ladder
 
 DEFAULT_THRESHOLDS = np.round(np.concatenate([[0.0], np.arange(0.30, 0.951, 0.025), [1.01]]), 4)

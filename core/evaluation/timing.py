@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from .cascade import Cascade, ReplayResult
-from .errors import ConfigError
-from .records import Outcomes
+from ..common.errors import ConfigError
+from ..engine.cascade import Cascade, ReplayResult
+from ..engine.records import Outcomes
 
 __all__ = ["query_tpot", "reduction", "replay_timing", "timing_summary"]
 

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..common.errors import CrescadeError
+from ..engine.cascade import Cascade
 from . import local
-from .cascade import Cascade
-from .errors import CrescadeError
 from .tasks import FAMILIES, default_task_suite, generate_tasks
 
 __all__ = ["check_installed", "fresh_tasks", "print_row", "run_live_demo"]

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import default_mode
-from .errors import ArtifactError, ConfigError
+from ..common.atomic import default_mode
+from ..common.errors import ArtifactError, ConfigError
 
 __all__ = ["SCHEMA_VERSION", "fingerprint", "load_artifact", "save_artifact"]
 

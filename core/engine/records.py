@@ -29,8 +29,8 @@ from typing import IO, Any, Literal
 
 import numpy as np
 
-from .atomic import atomic_write
-from .errors import ConfigError, PoolError, PricingError, RecordsError
+from ..common.atomic import atomic_write
+from ..common.errors import ConfigError, PoolError, PricingError, RecordsError
 from .pricing import ModelCard
 
 __all__ = [

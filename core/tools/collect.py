@@ -31,15 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write
-from .decisions import Answer
-from .dispatch import describe_error as describe_error
-from .errors import ConfigError, PricingError, RecordsError
+from ..common.atomic import atomic_write
+from ..common.errors import ConfigError, PricingError, RecordsError
+from ..common.progress import Progress
+from ..engine.decisions import Answer
+from ..engine.pricing import ModelCard
+from ..engine.records import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, Record
+from ..engine.tokens import resolve_usage
+from ..serving.dispatch import describe_error as describe_error
 from .graders import Grader, get_grader
-from .pricing import ModelCard
-from .progress import Progress
-from .records import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, Record
-from .tokens import resolve_usage
 
 __all__ = ["ACall", "Call", "CollectReport", "Example", "acollect", "collect", "load_examples", "save_examples"]
 
@@ -587,8 +587,8 @@ def fit_on_records(
     Only prompts every model answered are used; with ``split`` set and present in the records, only that
     split is fitted on (the rest stays for evaluation).
     """
-    from .cascade import Cascade
-    from .records import Outcomes
+    from ..engine.cascade import Cascade
+    from ..engine.records import Outcomes
 
     outcomes = Outcomes.load(path, prices=dict(prices), incomplete="drop")
     if split is not None and split in set(outcomes.splits):

@@ -12,7 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .errors import ConfigError, NotFittedError
+from ..common.errors import ConfigError, NotFittedError
 
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 

@@ -24,14 +24,14 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from . import __version__
-from .cascade import Cascade
-from .errors import CrescadeError, InputError, RecordsError
-from .inputs import check_messages
-from .jsonsafe import json_safe
-from .pricing import ModelCard, load_prices
-from .progress import progress_enabled
-from .records import Outcomes, read_records
+from .._version import __version__
+from ..common.errors import CrescadeError, InputError, RecordsError
+from ..common.jsonsafe import json_safe
+from ..common.progress import progress_enabled
+from ..engine.cascade import Cascade
+from ..engine.pricing import ModelCard, load_prices
+from ..engine.records import Outcomes, read_records
+from ..serving.inputs import check_messages
 
 __all__ = ["CLIError", "build_parser", "find_default_records", "main"]
 
@@ -347,7 +347,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _evaluate(outcomes: Outcomes, where: str, args: argparse.Namespace, **options: Any) -> Any:
-    from .evaluate import evaluate  # lazy: pulls in the baselines and metrics
+    from ..evaluation.evaluate import evaluate  # lazy: pulls in the baselines and metrics
 
     train, test = _train_test(outcomes, where)
     with _warnings_as_notes():
@@ -420,7 +420,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _replay_timing(cascade: Cascade, test: Outcomes) -> dict[str, Any] | None:
     """Latency/TTFT/TPOT of the cascade vs always-strongest on ``test`` by replay, printed; None without timings."""
-    from .timing import replay_timing
+    from ..evaluation.timing import replay_timing
 
     if not (np.isfinite(test.ttft_s).any() and np.isfinite(test.tpot_s).any()):
         return None

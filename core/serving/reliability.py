@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from .errors import ConfigError, CrescadeError
+from ..common.errors import ConfigError, CrescadeError
 
 __all__ = [
     "SHARED_COOLDOWNS",

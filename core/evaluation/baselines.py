@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from .embed import TfidfSvdEmbedder, as_embedder
-from .errors import ConfigError, NotFittedError, PoolError
+from ..common.errors import ConfigError, NotFittedError, PoolError
+from ..engine.embed import TfidfSvdEmbedder, as_embedder
+from ..engine.records import Outcomes
 from .metrics import zero_router
-from .records import Outcomes
 
 __all__ = ["DEFAULT_LAMBDAS", "KnnRouter", "mix_for_quality", "random_mix", "single_model"]
 

@@ -13,10 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from .decisions import Plan
-from .errors import InputError
+from ..common.errors import InputError
+from ..engine.decisions import Plan
+from ..engine.pricing import INPUT_KINDS, ModelCard
 from .jsonschema_lite import schema_problems
-from .pricing import INPUT_KINDS, ModelCard
 
 __all__ = ["check_messages", "check_tool", "restrict_to_inputs"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ConfigError
+from ..common.errors import ConfigError
 
 
 def fit_centroids(embeddings: np.ndarray, n_clusters: int, *, random_state: int = 0) -> np.ndarray:

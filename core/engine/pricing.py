@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write
-from .errors import PricingError
+from ..common.atomic import atomic_write
+from ..common.errors import PricingError
 
 __all__ = ["INPUT_KINDS", "ModelCard", "load_prices", "price_of", "save_prices"]
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, NotFittedError
+from ..common.errors import ConfigError, NotFittedError
 from .features import FEATURE_NAMES
 
 EXTRA_NAMES: tuple[str, ...] = (

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .atomic import atomic_write
-from .errors import ConfigError
+from ..common.atomic import atomic_write
+from ..common.errors import ConfigError
 
 __all__ = ["cost_quality_plot"]
 

@@ -41,13 +41,13 @@ from typing import Any
 
 import numpy as np
 
+from ..common.errors import ConfigError, PoolError
+from ..common.jsonsafe import json_safe
+from ..common.progress import Progress
+from ..engine.cascade import Cascade, ReplayResult
+from ..engine.records import Outcomes
 from .baselines import DEFAULT_LAMBDAS, KnnRouter, mix_for_quality, random_mix, single_model
-from .cascade import Cascade, ReplayResult
-from .errors import ConfigError, PoolError
-from .jsonsafe import json_safe
 from .metrics import aiq, apgr, bootstrap_indices, cost_at_quality, cpt, ndch, oracle
-from .progress import Progress
-from .records import Outcomes
 
 __all__ = ["CPT_LEVELS", "POINT_METRICS", "EvalReport", "PolicyReport", "beats_baselines", "evaluate"]
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..common.errors import ConfigError
 from .decisions import UsageSource
-from .errors import ConfigError
 
 __all__ = ["TokenCount", "count_tokens", "encoding_name_for", "resolve_usage"]
 
@@ -71,7 +71,7 @@ def _llama_index_cache_dirs() -> list[str]:
 
 def _package_cache_dirs() -> list[str]:
     """The BPE files shipped inside crescade (cl100k_base and o200k_base)."""
-    return [str(Path(__file__).resolve().parent / "data" / "tiktoken_cache")]
+    return [str(Path(__file__).resolve().parents[1] / "data" / "tiktoken_cache")]
 
 
 def candidate_cache_dirs() -> list[str]:

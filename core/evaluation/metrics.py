@@ -18,7 +18,7 @@ from typing import TypedDict
 import numpy as np
 import numpy.typing as npt
 
-from .errors import ConfigError
+from ..common.errors import ConfigError
 
 __all__ = [
     "LatencySummary",

@@ -22,7 +22,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Mapping
 
-from .errors import ConfigError
+from ..common.errors import ConfigError
 
 __all__ = [
     "GRADERS",
