@@ -18,10 +18,12 @@ from langchain_core.messages import (
 )
 from langchain_core.messages.tool import tool_call_chunk
 
-from crescade.engine.decisions import Answer, UsageSource
-from crescade.engine.tokens import resolve_usage
-from crescade.serving.conversation import conversation_floor as core_floor
-from crescade.serving.jsonschema_lite import schema_errors
+from crescade import Answer
+from crescade.seam import Turn, UsageSource, resolve_usage, with_calls
+from crescade.seam import conversation_floor as core_floor
+from crescade.seam import forced_tool as core_forced_tool
+from crescade.seam import render_query as core_render_query
+from crescade.seam import tool_call_problems as core_tool_call_problems
 
 from ._stream import LiveStream
 
@@ -35,10 +37,6 @@ __all__ = [
     "render_query",
     "tool_call_problems",
 ]
-
-_ANY_CHOICES = frozenset({"any", "required"})
-_NOT_FORCED = frozenset({"auto", "none"})
-
 
 def content_text(content: Any) -> str:
     """The text parts of a message content (a string or a list of parts); other parts are skipped."""
@@ -66,18 +64,19 @@ def content_kinds(content: Any) -> set[str]:
             if isinstance(part, Mapping) and part.get("type") in _PART_KINDS}
 
 
-def _tool_calls_text(msg: AIMessage) -> str:
-    calls = [f"{tc['name']}({json.dumps(tc['args'], ensure_ascii=False, sort_keys=True)})" for tc in msg.tool_calls]
-    calls += [f"{tc.get('name') or '?'}({tc.get('args') or ''})" for tc in msg.invalid_tool_calls]
-    return "; ".join(calls)
+def _calls(msg: AIMessage) -> list[tuple[str, Any]]:
+    """``(name, args)`` of a message's tool calls; an invalid call's args stay the raw string (unparseable)."""
+    calls: list[tuple[str, Any]] = [(tc.get("name") or "?", tc.get("args") or "") for tc in msg.invalid_tool_calls]
+    return calls + [(tc["name"], tc["args"]) for tc in msg.tool_calls]
 
 
 def message_text(msg: BaseMessage) -> str:
     """A message rendered as text: its text parts, plus a summary of tool calls for AI messages."""
     text = content_text(msg.content)
-    if isinstance(msg, AIMessage) and (msg.tool_calls or msg.invalid_tool_calls):
-        calls = f"[tool calls: {_tool_calls_text(msg)}]"
-        text = f"{text}\n{calls}" if text.strip() else calls
+    if isinstance(msg, AIMessage):
+        invalid = len(msg.invalid_tool_calls)
+        calls = _calls(msg)
+        return with_calls(text, calls[invalid:] + calls[:invalid])  # valid calls first, as they were made
     return text
 
 
@@ -93,18 +92,13 @@ def _role(msg: BaseMessage) -> str:
     return str(getattr(msg, "role", None) or msg.type)
 
 
-def render_query(messages: Sequence[BaseMessage], window: int) -> str:
-    """The routing query: system messages plus the last ``window`` other messages, as ``role: text`` lines.
+def _turn(msg: BaseMessage) -> Turn:
+    return _role(msg), message_text(msg)
 
-    A conversation that is one user message (no system message) is routed on its bare text, the
-    form the cascade was calibrated on.
-    """
-    systems = [m for m in messages if isinstance(m, SystemMessage)]
-    rest = [m for m in messages if not isinstance(m, SystemMessage)]
-    tail = rest[-window:] if window > 0 else []
-    if not systems and len(tail) == 1 and isinstance(tail[0], HumanMessage):
-        return content_text(tail[0].content)
-    return "\n".join(f"{_role(m)}: {message_text(m)}" for m in [*systems, *tail])
+
+def render_query(messages: Sequence[BaseMessage], window: int) -> str:
+    """The routing query (core rule, :func:`crescade.seam.render_query`) over the messages' turns."""
+    return core_render_query([_turn(m) for m in messages], window)
 
 
 def conversation_floor(messages: Sequence[BaseMessage], pool: Sequence[str]) -> str | None:
@@ -131,51 +125,17 @@ def _tool_schema(tool: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 def forced_tool(tool_choice: Any, tools: Sequence[Mapping[str, Any]]) -> str | bool:
     """``False`` if ``tool_choice`` lets the model answer in text, ``True`` if it forces some tool call,
-    or the name of the tool it forces."""
-    if tool_choice is None or tool_choice is False:
-        return False
-    if tool_choice is True:
-        return True
-    if isinstance(tool_choice, str):
-        if tool_choice in _NOT_FORCED:
-            return False
-        if tool_choice in _ANY_CHOICES:
-            return True
-        return tool_choice if any(_tool_name(t) == tool_choice for t in tools) else True
-    if isinstance(tool_choice, Mapping):
-        fn = tool_choice.get("function")
-        name = fn.get("name") if isinstance(fn, Mapping) else tool_choice.get("name")
-        if isinstance(name, str):
-            return name
-        kind = tool_choice.get("type")
-        return kind not in _NOT_FORCED
-    return False
+    or the name of the tool it forces (core rule, :func:`crescade.seam.forced_tool`)."""
+    return core_forced_tool(tool_choice, [n for t in tools if (n := _tool_name(t)) is not None])
 
 
 def tool_call_problems(msg: AIMessage, tools: Sequence[Mapping[str, Any]], tool_choice: Any) -> list[str] | None:
-    """Problems with ``msg``'s tool calls against the bound tools: ``None`` when there is nothing to
-    check, ``[]`` when every call is valid, else one string per problem."""
-    problems = [f"unparseable arguments for tool {tc.get('name')!r}" for tc in msg.invalid_tool_calls]
+    """Problems with ``msg``'s tool calls against the bound OpenAI-format tools (core rule,
+    :func:`crescade.seam.tool_call_problems`): ``None`` when there is nothing to check, ``[]`` when every
+    call is valid, else one string per problem."""
     forced = forced_tool(tool_choice, tools) if tools else False
-    if not msg.tool_calls:
-        if forced:
-            problems.append("a tool call was required but none was made")
-        return problems or None
-    by_name = {n: t for t in tools if (n := _tool_name(t)) is not None}
-    for tc in msg.tool_calls:
-        name = tc["name"]
-        if isinstance(forced, str) and name != forced:
-            problems.append(f"tool {forced!r} was required, {name!r} was called")
-        if not tools:
-            continue  # tools bound outside the cascade: nothing to check against
-        tool = by_name.get(name)
-        if tool is None:
-            problems.append(f"unknown tool {name!r}")
-            continue
-        schema = _tool_schema(tool)
-        if schema is not None:
-            problems += [f"tool {name!r}: {e}" for e in schema_errors(tc["args"], schema)]
-    return problems
+    schemas = {n: _tool_schema(t) for t in tools if (n := _tool_name(t)) is not None}
+    return core_tool_call_problems(_calls(msg), schemas, forced)
 
 
 def _logprob_mean(metadata: Mapping[str, Any]) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from langchain_core.messages import AIMessageChunk
 from langchain_core.messages.ai import add_ai_message_chunks
 
-from crescade.serving.streamclock import StreamClock
+from crescade.seam import StreamClock
 
 __all__ = ["STRIPPED_CHUNK_METADATA", "LiveStream", "forwarded", "has_output"]
 

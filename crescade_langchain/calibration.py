@@ -1,7 +1,7 @@
-"""Calibrate a cascade straight from LangChain chat models and labelled examples.
+"""Recording LangChain chat models on labelled examples: ``CascadeChatModel.calibrate`` and ``crescade collect``.
 
 The collection engine (concurrency limit, progress bar, grading, resumable append-only records) is the
-core's :func:`crescade.tools.collect.collect`; this module only says how to call a LangChain chat model.
+core's :func:`crescade.collect`; this module only says how to call a LangChain chat model.
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from crescade import Answer
-from crescade.common.redact import register_secrets, secrets_of
-from crescade.engine.pricing import ModelCard
-from crescade.tools.collect import CollectReport, Example, collect, fit_on_records
+from crescade.seam import CollectReport, Example, ModelCard, collect, register_secrets, secrets_of
 
 from ._messages import answer_from_message, as_chunk
 from ._stream import LiveStream
@@ -84,23 +82,3 @@ def collect_records(
     register_secrets(v for m in models.values() for v in secrets_of(m))
     return collect(examples, _caller(models, system_prompt, stream), list(models), out, prices=prices,
                    concurrency=concurrency, retries=retries, progress=progress)
-
-
-def calibrate(
-    models: Mapping[str, BaseChatModel], examples: Sequence[Example], out: str | Path, *,
-    prices: Mapping[str, ModelCard], quality_target: float | None = 0.98, cost_target: float | None = None,
-    concurrency: int = 4, system_prompt: str | None = None, split: str | None = "train",
-    progress: bool = True, **cascade_params: Any,
-) -> Any:
-    """Collect records (resumable), fit a :class:`~crescade.Cascade` on them, return a ``CascadeChatModel``.
-
-    Only prompts every model answered are used; with ``split`` set and present in the examples, only
-    that split is fitted on (the rest stays for evaluation).
-    """
-    from .chat_model import CascadeChatModel
-
-    collect_records(models, examples, out, prices=prices, concurrency=concurrency,
-                    system_prompt=system_prompt, progress=progress)
-    cascade = fit_on_records(out, prices=prices, split=split, quality_target=quality_target,
-                             cost_target=cost_target, progress=progress, **cascade_params)
-    return CascadeChatModel(models=dict(models), cascade=cascade, prices=dict(prices))

@@ -33,26 +33,28 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from typing_extensions import Self
 
-from crescade.common.errors import InputError, PoolError, PricingError
-from crescade.common.redact import register_secrets, secrets_of
-from crescade.engine.cascade import Cascade
-from crescade.engine.decisions import Answer
-from crescade.engine.pricing import ModelCard
-from crescade.engine.tokens import count_tokens
-from crescade.serving.dispatch import (
+from crescade import Answer, Cascade, InputError, ModelCard, Reliability
+from crescade.seam import (
     DispatchResult,
     DispatchSession,
+    account,
     arun_session,
     astream_session,
+    cascade_fingerprint,
+    check_messages,
+    check_pool,
+    check_tool,
+    count_tokens,
+    fit_on_records,
     run_session,
+    start_session,
     stream_session,
 )
-from crescade.serving.inputs import check_messages, check_tool
-from crescade.serving.reliability import Reliability
 
 from ._callbacks import Parent
 from ._messages import answer_from_message, as_chunk, content_kinds, conversation_floor, message_text, render_query
 from ._stream import STRIPPED_CHUNK_METADATA, LiveStream, forwarded
+from .calibration import collect_records
 
 __all__ = ["CascadeChatModel"]
 
@@ -118,28 +120,8 @@ class CascadeChatModel(BaseChatModel):
 
     @model_validator(mode="after")
     def _crescade_check_pool(self) -> Self:
-        pool = list(getattr(self.cascade, "models_", None) or [])
-        if not pool:
-            raise PoolError("the cascade is not fitted: call Cascade.fit(...) or Cascade.load(path) first")
-        missing = [m for m in pool if m not in self.models]
-        extra = [m for m in self.models if m not in pool]
-        if missing or extra:
-            parts = []
-            if missing:
-                parts.append(f"missing chat model(s) for {', '.join(map(repr, missing))}")
-            if extra:
-                parts.append(f"model(s) {', '.join(map(repr, extra))} not in the cascade's pool")
-            raise PoolError(f"models must map exactly the cascade's pool {pool}: {'; '.join(parts)}")
-        cards = dict(self.prices if self.prices is not None else getattr(self.cascade, "cards_", {}) or {})
-        unpriced = [m for m in pool if not isinstance(cards.get(m), ModelCard)]
-        if unpriced:
-            raise PricingError(f"no price (ModelCard) for pool model(s) {', '.join(map(repr, unpriced))}; "
-                               "pass prices={name: ModelCard(...)} or fit the cascade with prices")
-        self._cards = {m: cards[m] for m in pool}
-        register_secrets(v for child in self.models.values() for v in secrets_of(child))
-        params = self.cascade.get_params()
-        self._fingerprint = (f"{self.cascade.fingerprint()}:q={params.get('quality_target')}"
-                             f":c={params.get('cost_target')}")
+        self._cards = check_pool(self.cascade, self.models, self.prices, field="models", kind="chat model")
+        self._fingerprint = cascade_fingerprint(self.cascade)
         return self
 
     @classmethod
@@ -150,18 +132,24 @@ class CascadeChatModel(BaseChatModel):
         return cls(models=dict(models), cascade=Cascade.load(Path(path), embedder=embedder), **kwargs)
 
     @classmethod
-    def calibrate(cls, models: Mapping[str, BaseChatModel], examples: Sequence[Any], out: str | PathLike[str],
-                  **kwargs: Any) -> CascadeChatModel:
-        """Call every model on labelled examples (resumable records in ``out``), fit, and wrap.
+    def calibrate(
+        cls, models: Mapping[str, BaseChatModel], examples: Sequence[Any], out: str | PathLike[str], *,
+        prices: Mapping[str, ModelCard], quality_target: float | None = 0.98, cost_target: float | None = None,
+        concurrency: int = 4, system_prompt: str | None = None, split: str | None = "train",
+        progress: bool = True, **cascade_params: Any,
+    ) -> CascadeChatModel:
+        """Call every model on labelled examples (resumable records in ``out``), fit a
+        :class:`~crescade.Cascade` on them, and wrap ``models`` with it.
 
-        Keyword arguments: ``prices`` (required), ``quality_target``/``cost_target``, ``concurrency``,
-        ``system_prompt``, ``split``, ``progress`` and any :class:`~crescade.Cascade` parameter;
-        see :func:`crescade_langchain.calibration.calibrate`.
+        Only prompts every model answered are used; with ``split`` set and present in the examples, only
+        that split is fitted on (the rest stays for evaluation). Other keyword arguments are
+        :class:`~crescade.Cascade` parameters.
         """
-        from .calibration import calibrate
-
-        model: CascadeChatModel = calibrate(models, examples, out, **kwargs)
-        return model
+        collect_records(models, examples, out, prices=prices, concurrency=concurrency,
+                        system_prompt=system_prompt, progress=progress)
+        cascade = fit_on_records(out, prices=prices, split=split, quality_target=quality_target,
+                                 cost_target=cost_target, progress=progress, **cascade_params)
+        return cls(models=dict(models), cascade=cascade, prices=dict(prices))
 
     # ------------------------------------------------------------------ LangChain plumbing
     @property
@@ -277,8 +265,8 @@ class CascadeChatModel(BaseChatModel):
             floor=conversation_floor(messages, pool) if self.monotone else None, parent=parent, needs=needs)
 
     def _session(self, call: _Call) -> DispatchSession:
-        return DispatchSession.start(self.cascade, call.query, self._cards, None, call.floor, self.max_depth, None,
-                                     reliability=self.reliability, needs=call.needs)
+        return start_session(self.cascade, call.query, prices=self._cards, floor=call.floor,
+                             max_depth=self.max_depth, reliability=self.reliability, needs=call.needs)
 
     def _child(self, name: str, kwargs: Mapping[str, Any]) -> Runnable[LanguageModelInput, BaseMessage]:
         """The tier's chat model with this call's tools and other kwargs bound."""
@@ -470,10 +458,7 @@ def _usage_total(result: DispatchResult) -> UsageMetadata:
 
 
 def _account(result: DispatchResult, call: _Call, *, ttft_s: float | None, streamed: bool) -> dict[str, Any]:
-    account = result.to_dict()
-    final = result.attempts[-1]
-    account.update(floor=call.floor, streamed=streamed, ttft_s=ttft_s, tpot_s=final.tpot_s)
-    return account
+    return account(result, floor=call.floor, ttft_s=ttft_s, streamed=streamed)
 
 
 def _chat_result(result: DispatchResult, call: _Call, *, ttft_s: float, streamed: bool) -> ChatResult:

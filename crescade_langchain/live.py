@@ -1,5 +1,6 @@
 """Run labelled examples live through a chat model (a :class:`CascadeChatModel` or one plain model), streamed,
-graded and timed. Used by ``crescade demo --live`` and the live benchmark.
+graded and timed; and the live backend through which ``crescade collect`` and ``crescade demo --live`` reach
+this adapter. Used by the CLI and the live benchmark.
 
 Every call is streamed so that TTFT and TPOT are measured the same way for the cascade and for a single
 model (definitions in :mod:`crescade.evaluation.timing`). Rows are plain dicts.
@@ -8,21 +9,22 @@ model (definitions in :mod:`crescade.evaluation.timing`). Rows are plain dicts.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 
-from crescade.engine.pricing import ModelCard
-from crescade.evaluation.timing import query_tpot
-from crescade.tools.collect import Example
-from crescade.tools.graders import get_grader
+from crescade import Cascade, CollectReport, Example, ModelCard
+from crescade.seam import get_grader, query_tpot
 
 from ._messages import answer_from_message, as_chunk, message_text
 from ._stream import LiveStream
+from .calibration import collect_records, openai_compatible_models
+from .chat_model import CascadeChatModel
 
-__all__ = ["run_example", "run_live"]
+__all__ = ["BACKEND", "LangChainLiveBackend", "run_example", "run_live"]
 
 
 def _last_line(text: str, width: int = 100) -> str:
@@ -86,3 +88,36 @@ def run_live(model: BaseChatModel, examples: Iterable[Example], *, name: str | N
         if on_row is not None:
             on_row(i, row)
     return rows
+
+
+class LangChainLiveBackend:
+    """``crescade collect`` and ``crescade demo --live`` over LangChain: ``ChatOpenAI`` clients of
+    OpenAI-compatible endpoints, and :class:`CascadeChatModel` over them. Registered in the ``crescade.live``
+    entry-point group (see :mod:`crescade.tools.backends`), which is how the core CLI finds it."""
+
+    description = "CascadeChatModel over ChatOpenAI"
+
+    def collect(
+        self, urls: Mapping[str, str], examples: Sequence[Example], out: str | Path, *, api_key: str,
+        prices: Mapping[str, ModelCard], max_tokens: int, timeout: float, logprobs: bool, concurrency: int,
+        system_prompt: str | None, progress: bool, stream: bool,
+    ) -> CollectReport:
+        """Record every model (``name -> base URL``) on every example (resumable, graded)."""
+        models = openai_compatible_models(urls, api_key=api_key, max_tokens=max_tokens, timeout=timeout,
+                                          logprobs=logprobs)
+        return collect_records(models, examples, out, prices=prices, concurrency=concurrency,
+                               system_prompt=system_prompt, progress=progress, stream=stream)
+
+    def run(
+        self, cascade: Cascade, urls: Mapping[str, str], examples: Sequence[Example], *, api_key: str,
+        prices: Mapping[str, ModelCard], max_tokens: int, timeout: float,
+        on_row: Callable[[int, dict[str, Any]], None] | None,
+    ) -> list[dict[str, Any]]:
+        """Stream ``examples`` through a :class:`CascadeChatModel` over ``ChatOpenAI`` children."""
+        children = openai_compatible_models(urls, api_key=api_key, max_tokens=max_tokens, timeout=timeout)
+        model = CascadeChatModel(models=children, cascade=cascade, prices=dict(prices))
+        return run_live(model, examples, on_row=on_row)
+
+
+BACKEND = LangChainLiveBackend()
+"""The object the ``crescade.live`` entry point ``langchain`` names."""

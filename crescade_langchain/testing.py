@@ -20,7 +20,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable
 from pydantic import ConfigDict
 
-from crescade.serving.faults import Fault, FaultSchedule
+from crescade.seam import Fault, FaultSchedule
 
 from ._messages import content_text
 

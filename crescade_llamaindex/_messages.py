@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse, MessageRole, ToolCallBlock
 
-from crescade.engine.decisions import Answer, UsageSource
-from crescade.engine.tokens import resolve_usage
-from crescade.serving.conversation import conversation_floor as core_floor
-from crescade.serving.jsonschema_lite import schema_errors
-from crescade.serving.streamclock import StreamClock
+from crescade import Answer
+from crescade.seam import StreamClock, Turn, UsageSource, resolve_usage, with_calls
+from crescade.seam import conversation_floor as core_floor
+from crescade.seam import forced_tool as core_forced_tool
+from crescade.seam import render_query as core_render_query
+from crescade.seam import tool_call_problems as core_tool_call_problems
 
 __all__ = [
     "OUR_KEYS",
@@ -39,9 +40,6 @@ OUR_KEYS = ("crescade", "crescade_tier", "crescade_model")
 _USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens", "usage")
 _IN_KEYS = ("prompt_tokens", "input_tokens", "prompt_token_count", "prompt_eval_count")
 _OUT_KEYS = ("completion_tokens", "output_tokens", "candidates_token_count", "eval_count")
-_ANY_CHOICES = frozenset({"any", "required"})
-_NOT_FORCED = frozenset({"auto", "none"})
-_ANSWER_HAS_PROBLEMS = "problems" in getattr(Answer, "__dataclass_fields__", {})
 _SYSTEM_ROLES = frozenset({MessageRole.SYSTEM.value, "developer"})
 
 
@@ -86,27 +84,11 @@ def _parsed(args: Any) -> Any:
     return args if args is not None else {}
 
 
-def _calls_text(calls: Iterable[tuple[str, Any]]) -> str:
-    out = []
-    for name, args in calls:
-        rendered = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False, sort_keys=True,
-                                                                  default=str)
-        out.append(f"{name}({rendered})")
-    return "; ".join(out)
-
-
-def _with_calls(text: str, calls: Sequence[tuple[str, Any]]) -> str:
-    if not calls:
-        return text
-    summary = f"[tool calls: {_calls_text(calls)}]"
-    return f"{text}\n{summary}" if text.strip() else summary
-
-
 def message_text(msg: ChatMessage) -> str:
     """A message rendered as text: its text, plus a summary of tool calls for assistant messages."""
     text = msg.content or ""
     if _role_value(msg) == MessageRole.ASSISTANT.value:
-        text = _with_calls(text, _message_calls(msg))
+        text = with_calls(text, _message_calls(msg))
     return text
 
 
@@ -130,13 +112,9 @@ def _role(msg: ChatMessage) -> str:
 
 
 def render_query(messages: Sequence[ChatMessage], window: int) -> str:
-    """The routing query (same rule as the LangChain adapter)."""
-    systems = [m for m in messages if _role_value(m) in _SYSTEM_ROLES]
-    rest = [m for m in messages if _role_value(m) not in _SYSTEM_ROLES]
-    tail = rest[-window:] if window > 0 else []
-    if not systems and len(tail) == 1 and _role_value(tail[0]) == MessageRole.USER.value:
-        return tail[0].content or ""
-    return "\n".join(f"{_role(m)}: {message_text(m)}" for m in [*systems, *tail])
+    """The routing query (core rule, :func:`crescade.seam.render_query`) over the messages' turns."""
+    turns: list[Turn] = [(_role(m), message_text(m)) for m in messages]
+    return core_render_query(turns, window)
 
 
 def buffer_string(messages: Sequence[ChatMessage]) -> str:
@@ -181,50 +159,17 @@ def _tool_schema(tool: Any) -> Mapping[str, Any] | None:
 
 
 def forced_tool(tool_choice: Any, tool_required: bool, tools: Sequence[Any]) -> str | bool:
-    """``False`` if the model may answer in text, ``True`` if some tool call is forced, or the forced tool's name."""
-    if tool_choice is None or tool_choice is False:
-        return bool(tool_required)
-    if tool_choice is True:
-        return True
-    if isinstance(tool_choice, str):
-        if tool_choice in _NOT_FORCED:
-            return bool(tool_required) and tool_choice != "none"
-        if tool_choice in _ANY_CHOICES:
-            return True
-        return tool_choice if any(_tool_name(t) == tool_choice for t in tools) else True
-    if isinstance(tool_choice, Mapping):
-        fn = tool_choice.get("function")
-        name = fn.get("name") if isinstance(fn, Mapping) else tool_choice.get("name")
-        if isinstance(name, str):
-            return name
-        return tool_choice.get("type") not in _NOT_FORCED
-    return bool(tool_required)
+    """``False`` if the model may answer in text, ``True`` if some tool call is forced, or the forced tool's
+    name (core rule, :func:`crescade.seam.forced_tool`)."""
+    return core_forced_tool(tool_choice, [n for t in tools if (n := _tool_name(t)) is not None],
+                            tool_required=tool_required)
 
 
 def tool_call_problems(calls: Sequence[tuple[str, Any]], tools: Sequence[Any], forced: str | bool) -> list[str] | None:
-    """Problems with ``calls`` against ``tools``: ``None`` when there is nothing to check, ``[]`` when every
-    call is valid, else one string per problem (unparseable or schema-violating arguments, unknown tool,
-    a forced call not made)."""
-    if not calls:
-        return ["a tool call was required but none was made"] if forced else None
-    by_name = {n: t for t in tools if (n := _tool_name(t)) is not None}
-    problems: list[str] = []
-    for name, args in calls:
-        if isinstance(forced, str) and name != forced:
-            problems.append(f"tool {forced!r} was required, {name!r} was called")
-        if not isinstance(args, Mapping):
-            problems.append(f"unparseable arguments for tool {name!r}")
-            continue
-        if not tools:
-            continue
-        tool = by_name.get(name)
-        if tool is None:
-            problems.append(f"unknown tool {name!r}")
-            continue
-        schema = _tool_schema(tool)
-        if schema is not None:
-            problems += [f"tool {name!r}: {e}" for e in schema_errors(dict(args), schema)]
-    return problems
+    """Problems with ``calls`` against ``tools`` (core rule, :func:`crescade.seam.tool_call_problems`):
+    ``None`` when there is nothing to check, ``[]`` when every call is valid, else one string per problem."""
+    schemas = {n: _tool_schema(t) for t in tools if (n := _tool_name(t)) is not None}
+    return core_tool_call_problems(calls, schemas, forced)
 
 
 def response_calls(resp: ChatResponse, child: Any) -> list[tuple[str, Any]]:
@@ -328,7 +273,7 @@ def answer_from_response(
     problems: list[str] | None = None
     if isinstance(resp, ChatResponse):
         calls = response_calls(resp, child) if tools is not None else _message_calls(resp.message)
-        text = _with_calls(resp.message.content or "", calls)
+        text = with_calls(resp.message.content or "", calls)
         if tools is not None:
             problems = tool_call_problems(calls, tools, forced)
     else:
@@ -343,12 +288,9 @@ def answer_from_response(
             source = "estimate"
     ttft = clock.ttft() if clock is not None else None
     tpot = clock.tpot(n_out) if clock is not None else None
-    extra: dict[str, Any] = {}
-    if problems and _ANSWER_HAS_PROBLEMS:  # the account names what was wrong (cores that record it)
-        extra["problems"] = tuple(problems)
     return Answer(
         text=text, model=model, input_tokens=n_in, output_tokens=n_out, usage_source=source,
         finish_reason=_finish_reason(resp), logprob_mean=_logprob_mean(resp),
-        tool_calls_valid=None if problems is None else not problems, ttft_s=ttft, tpot_s=tpot, payload=resp,
-        **extra,
+        tool_calls_valid=None if problems is None else not problems, problems=tuple(problems or ()),
+        ttft_s=ttft, tpot_s=tpot, payload=resp,
     )

@@ -1,7 +1,7 @@
-"""Calibrate a cascade straight from LlamaIndex LLMs and labelled examples.
+"""Recording LlamaIndex LLMs on labelled examples, for calibration (``CascadeLLM.calibrate``).
 
 The collection engine (concurrency limit, progress bar, grading, resumable append-only records) is the
-core's :func:`crescade.tools.collect.collect`; this module only says how to call a LlamaIndex LLM.
+core's :func:`crescade.collect`; this module only says how to call a LlamaIndex LLM.
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.llms.llm import LLM
 
 from crescade import Answer
-from crescade.common.redact import register_secrets, secrets_of
-from crescade.engine.pricing import ModelCard
-from crescade.tools.collect import CollectReport, Example, collect, fit_on_records
+from crescade.seam import CollectReport, Example, ModelCard, collect, register_secrets, secrets_of
 
 from ._messages import answer_from_response, buffer_string
 
@@ -45,23 +43,3 @@ def collect_records(
     register_secrets(v for m in llms.values() for v in secrets_of(m))
     return collect(examples, _caller(llms, system_prompt), list(llms), out, prices=prices,
                    concurrency=concurrency, retries=retries, progress=progress)
-
-
-def calibrate(
-    llms: Mapping[str, LLM], examples: Sequence[Example], out: str | Path, *,
-    prices: Mapping[str, ModelCard], quality_target: float | None = 0.98, cost_target: float | None = None,
-    concurrency: int = 4, system_prompt: str | None = None, split: str | None = "train",
-    progress: bool = True, **cascade_params: Any,
-) -> Any:
-    """Collect records (resumable), fit a :class:`~crescade.Cascade` on them, return a ``CascadeLLM``.
-
-    Only prompts every LLM answered are used; with ``split`` set and present in the examples, only that
-    split is fitted on (the rest stays for evaluation).
-    """
-    from .llm import CascadeLLM
-
-    collect_records(llms, examples, out, prices=prices, concurrency=concurrency,
-                    system_prompt=system_prompt, progress=progress)
-    cascade = fit_on_records(out, prices=prices, split=split, quality_target=quality_target,
-                             cost_target=cost_target, progress=progress, **cascade_params)
-    return CascadeLLM(llms=dict(llms), cascade=cascade, prices=dict(prices))

@@ -32,23 +32,23 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from crescade.common.errors import InputError, PoolError, PricingError
-from crescade.common.redact import register_secrets, secrets_of
-from crescade.engine.cascade import Cascade
-from crescade.engine.decisions import Answer
-from crescade.engine.pricing import ModelCard
-from crescade.serving.dispatch import (
+from crescade import Answer, Cascade, InputError, ModelCard, Reliability
+from crescade.seam import (
     DispatchResult,
     DispatchSession,
+    StreamClock,
     TierAttempt,
+    account,
     arun_session,
     astream_session,
+    check_messages,
+    check_pool,
+    check_tool,
+    fit_on_records,
     run_session,
+    start_session,
     stream_session,
 )
-from crescade.serving.inputs import check_messages, check_tool
-from crescade.serving.reliability import Reliability
-from crescade.serving.streamclock import StreamClock
 
 from ._events import CascadeAnswerEvent, CascadeEscalationEvent, CascadeRouteEvent, dispatcher
 from ._messages import (
@@ -63,6 +63,7 @@ from ._messages import (
     message_text,
     render_query,
 )
+from .calibration import collect_records
 
 __all__ = ["CascadeLLM"]
 
@@ -139,8 +140,7 @@ class CascadeLLM(FunctionCallingLLM):
 
     def __init__(self, **kwargs: Any) -> None:
         # checked before pydantic runs, so the error is the crescade one, not a wrapped ValidationError
-        cards = _check_pool(kwargs.get("llms"), kwargs.get("cascade"), kwargs.get("prices"))
-        register_secrets(v for child in kwargs["llms"].values() for v in secrets_of(child))
+        cards = check_pool(kwargs.get("cascade"), kwargs.get("llms"), kwargs.get("prices"), field="llms", kind="LLM")
         if "reliability" in kwargs:
             kwargs["reliability"] = Reliability.coerce(kwargs["reliability"])
         super().__init__(**kwargs)
@@ -157,14 +157,24 @@ class CascadeLLM(FunctionCallingLLM):
         return cls(llms=dict(llms), cascade=Cascade.load(Path(path), embedder=embedder), **kwargs)
 
     @classmethod
-    def calibrate(cls, llms: Mapping[str, LLM], examples: Sequence[Any], out: str | PathLike[str],
-                  **kwargs: Any) -> CascadeLLM:
-        """Call every LLM on labelled examples (resumable records in ``out``), fit, and wrap; see
-        :func:`crescade_llamaindex.calibration.calibrate`."""
-        from .calibration import calibrate
+    def calibrate(
+        cls, llms: Mapping[str, LLM], examples: Sequence[Any], out: str | PathLike[str], *,
+        prices: Mapping[str, ModelCard], quality_target: float | None = 0.98, cost_target: float | None = None,
+        concurrency: int = 4, system_prompt: str | None = None, split: str | None = "train",
+        progress: bool = True, **cascade_params: Any,
+    ) -> CascadeLLM:
+        """Call every LLM on labelled examples (resumable records in ``out``), fit a
+        :class:`~crescade.Cascade` on them, and wrap ``llms`` with it.
 
-        model: CascadeLLM = calibrate(llms, examples, out, **kwargs)
-        return model
+        Only prompts every LLM answered are used; with ``split`` set and present in the examples, only that
+        split is fitted on (the rest stays for evaluation). Other keyword arguments are
+        :class:`~crescade.Cascade` parameters.
+        """
+        collect_records(llms, examples, out, prices=prices, concurrency=concurrency,
+                        system_prompt=system_prompt, progress=progress)
+        cascade = fit_on_records(out, prices=prices, split=split, quality_target=quality_target,
+                                 cost_target=cost_target, progress=progress, **cascade_params)
+        return cls(llms=dict(llms), cascade=cascade, prices=dict(prices))
 
     @property
     def metadata(self) -> LLMMetadata:
@@ -242,9 +252,9 @@ class CascadeLLM(FunctionCallingLLM):
                      span=active_span_id.get(), prompt=prompt, formatted=formatted, prompt_text=prompt)
 
     def _session(self, call: _Call) -> DispatchSession:
-        session = DispatchSession.start(self.cascade, call.query, self._cards, None, call.floor, self.max_depth, None,
-                                        reliability=self.reliability, needs=call.needs,
-                                        on_record=lambda attempt: self._after(attempt, plan.ladder, call))
+        session = start_session(self.cascade, call.query, prices=self._cards, floor=call.floor,
+                                max_depth=self.max_depth, reliability=self.reliability, needs=call.needs,
+                                on_record=lambda attempt: self._after(attempt, plan.ladder, call))
         plan = session.plan
         dispatcher.event(CascadeRouteEvent(cluster=int(plan.cluster), routed_model=plan.routed_model,
                                            ladder=list(plan.ladder), floor=call.floor, reason=plan.reason,
@@ -440,30 +450,6 @@ def _parameters(meta: Any, index: int) -> Any:
                          f"({type(exc).__name__}: {exc})") from None
 
 
-def _check_pool(llms: Any, cascade: Any, prices: Any) -> dict[str, ModelCard]:
-    """The price card of every pool model; a clear error when ``llms`` does not map the pool exactly."""
-    pool = list(getattr(cascade, "models_", None) or [])
-    if not pool:
-        raise PoolError("the cascade is not fitted: call Cascade.fit(...) or Cascade.load(path) first")
-    if not isinstance(llms, Mapping):
-        raise PoolError(f"llms must be a mapping of the cascade's pool {pool} to LlamaIndex LLMs")
-    missing = [m for m in pool if m not in llms]
-    extra = [m for m in llms if m not in pool]
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"missing LLM(s) for {', '.join(map(repr, missing))}")
-        if extra:
-            parts.append(f"model(s) {', '.join(map(repr, extra))} not in the cascade's pool")
-        raise PoolError(f"llms must map exactly the cascade's pool {pool}: {'; '.join(parts)}")
-    cards = dict(prices if prices is not None else getattr(cascade, "cards_", {}) or {})
-    unpriced = [m for m in pool if not isinstance(cards.get(m), ModelCard)]
-    if unpriced:
-        raise PricingError(f"no price (ModelCard) for pool model(s) {', '.join(map(repr, unpriced))}; "
-                           "pass prices={name: ModelCard(...)} or fit the cascade with prices")
-    return {m: cards[m] for m in pool}
-
-
 def _has_output(resp: Any) -> bool:
     if resp.delta:
         return True
@@ -527,10 +513,7 @@ def _forwarded(resp: Any, tier: int, name: str, *, whole: bool = False) -> Any:
 
 
 def _account(result: DispatchResult, call: _Call, *, ttft_s: float | None, streamed: bool) -> dict[str, Any]:
-    account = result.to_dict()
-    final = result.attempts[-1]
-    account.update(floor=call.floor, streamed=streamed, ttft_s=ttft_s, tpot_s=final.tpot_s)
-    return account
+    return account(result, floor=call.floor, ttft_s=ttft_s, streamed=streamed)
 
 
 def _final(result: DispatchResult, call: _Call, *, ttft_s: float | None, streamed: bool) -> Any:

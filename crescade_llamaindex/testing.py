@@ -27,7 +27,7 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 from pydantic import ConfigDict, Field
 
-from crescade.serving.faults import Fault, FaultSchedule
+from crescade.seam import Fault, FaultSchedule
 
 from ._messages import provider_usage
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import sys
 import threading
-import types
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -314,8 +312,18 @@ async def test_token_fallback_when_answer_lacks_counts():
     assert res.attempts[0].usage_source == "provider" and res.attempts[0].input_tokens == 100
 
 
-def test_default_counter_without_tokens_module(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setitem(sys.modules, "crescade.engine.tokens", None)  # import fails -> ceil(len / 4)
+@dataclass(frozen=True)
+class _TokenCount:
+    n: int
+    source: str
+
+
+def test_default_counter_marks_estimates(monkeypatch: pytest.MonkeyPatch):
+    """When the token counter can only estimate (no BPE file), dispatch records the estimate as such."""
+    from crescade.serving import dispatch as dispatch_module
+
+    monkeypatch.setattr(dispatch_module, "count_tokens",
+                        lambda text, model=None: _TokenCount(math.ceil(len(text) / 4), "estimate"))
     assert default_counter("x" * 9, "gpt-4o") == (3, "estimate")
     assert default_counter("", None) == (0, "estimate")
     script = {"small": answer("small", text="y" * 8, n_in=None, n_out=None)}
@@ -324,15 +332,11 @@ def test_default_counter_without_tokens_module(monkeypatch: pytest.MonkeyPatch):
     assert (att.input_tokens, att.output_tokens, att.usage_source) == (10, 2, "estimate")
 
 
-def test_default_counter_uses_tokens_module(monkeypatch: pytest.MonkeyPatch):
-    @dataclass(frozen=True)
-    class TokenCount:
-        n: int
-        source: str
+def test_default_counter_uses_the_token_counter(monkeypatch: pytest.MonkeyPatch):
+    from crescade.serving import dispatch as dispatch_module
 
-    fake = types.ModuleType("crescade.engine.tokens")
-    fake.count_tokens = lambda text, model=None: TokenCount(len(text.split()), "tiktoken")  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "crescade.engine.tokens", fake)
+    monkeypatch.setattr(dispatch_module, "count_tokens",
+                        lambda text, model=None: _TokenCount(len(text.split()), "tiktoken"))
     assert default_counter("a b c", "gpt-4o") == (3, "tiktoken")
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from ..common.errors import AllTiersFailedError, ConfigError, CrescadeError, InputError, PricingError, TierFailure
 from ..common.redact import redact
 from ..engine.decisions import Answer, Plan, UsageSource, Verdict
+from ..engine.tokens import count_tokens
 from .inputs import restrict_to_inputs
 from .reliability import (
     DEFAULT_RELIABILITY,
@@ -205,11 +206,7 @@ class DispatchResult:
 
 
 def default_counter(text: str, model: str | None) -> tuple[int, str]:
-    """Count with ``crescade.tokens`` when importable, else estimate ``ceil(len(text) / 4)``."""
-    try:
-        from ..engine.tokens import count_tokens
-    except ImportError:
-        return math.ceil(len(text) / 4), "estimate"
+    """Count with :func:`crescade.engine.tokens.count_tokens` (tiktoken from a local BPE file, else an estimate)."""
     tc = count_tokens(text, model=model)
     return int(tc.n), str(tc.source)
 
@@ -236,8 +233,8 @@ def dispatch(
     :class:`~crescade.errors.AllTiersFailedError` (a :class:`DispatchFailedError`) if no tier's answer
     was accepted. ``KeyboardInterrupt``/``SystemExit`` propagate at once.
     """
-    session = DispatchSession.start(judge, query, prices, plan, min_model, max_depth, counter,
-                                    reliability=reliability, clock=clock)
+    session = DispatchSession.start(judge, query, prices=prices, plan=plan, min_model=min_model,
+                                    max_depth=max_depth, counter=counter, reliability=reliability, clock=clock)
     return run_session(session, lambda tier, model, is_last: call(model, is_last), clock=clock)
 
 
@@ -259,8 +256,8 @@ async def adispatch(
     ``asyncio.CancelledError`` (like ``KeyboardInterrupt``) propagates immediately and is never recorded
     as a tier failure. The judge and counter are called synchronously; they are pure and fast.
     """
-    session = DispatchSession.start(judge, query, prices, plan, min_model, max_depth, counter,
-                                    reliability=reliability, clock=clock)
+    session = DispatchSession.start(judge, query, prices=prices, plan=plan, min_model=min_model,
+                                    max_depth=max_depth, counter=counter, reliability=reliability, clock=clock)
     return await arun_session(session, lambda tier, model, is_last: acall(model, is_last), clock=clock)
 
 
@@ -422,7 +419,7 @@ class DispatchSession:
     The drivers above (:func:`run_session`, :func:`stream_session` and their async twins) walk it; the
     same policy holds for each of them::
 
-        session = DispatchSession.start(judge, query, prices, None, floor, None, None, reliability=rel)
+        session = DispatchSession.start(judge, query, prices=prices, min_model=floor, reliability=rel)
         for tier, model, is_last in session.steps():      # skips cooling-down / over-budget tiers
             budget, _ = session.budget(model)             # the tier's timeout, capped by the deadline
             ...  # call the model, then:
@@ -466,12 +463,12 @@ class DispatchSession:
         cls,
         judge: Judge,
         query: str,
-        prices: Mapping[str, ModelCard],
-        plan: Plan | None,
-        min_model: str | None,
-        max_depth: int | None,
-        counter: TokenCounter | None,
         *,
+        prices: Mapping[str, ModelCard],
+        plan: Plan | None = None,
+        min_model: str | None = None,
+        max_depth: int | None = None,
+        counter: TokenCounter | None = None,
         reliability: Reliability | None = None,
         clock: Callable[[], float] = time.perf_counter,
         on_record: Callable[[TierAttempt], None] | None = None,

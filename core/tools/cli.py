@@ -455,26 +455,21 @@ def _demo_live(args: argparse.Namespace, train: Outcomes, desc: str) -> int:
 
 def cmd_collect(args: argparse.Namespace) -> int:
     """``crescade collect``: ask a pool of chat models every task, grade, append records (resumable)."""
+    from .backends import live_backend
     from .collect import load_examples
     from .tasks import default_task_suite
 
     examples = default_task_suite() if args.tasks == "default" else load_examples(args.tasks)
-    try:  # the adapter owns every framework import; the core CLI only calls it
-        from crescade_langchain.calibration import collect_records, openai_compatible_models
-    except ImportError as exc:
-        raise CrescadeError(f"crescade collect needs the LangChain adapter ({exc.name} is missing): "
-                            "pip install 'crescade[langchain]' langchain-openai") from None
+    backend = live_backend(what="crescade collect")  # an adapter, found through its entry point
 
-    def pool(urls: dict[str, str], api_key: str) -> dict[str, Any]:
+    def run(urls: dict[str, str], api_key: str, prices: dict[str, ModelCard]) -> int:
         try:
-            return openai_compatible_models(urls, api_key=api_key, max_tokens=args.max_tokens, timeout=args.timeout,
-                                            logprobs=args.logprobs)
+            report = backend.collect(urls, examples, args.out, api_key=api_key, prices=prices,
+                                     max_tokens=args.max_tokens, timeout=args.timeout, logprobs=args.logprobs,
+                                     concurrency=args.concurrency, system_prompt=args.system,
+                                     progress=_progress(args), stream=not args.no_stream)
         except ImportError as exc:
             raise CrescadeError(str(exc)) from None
-
-    def run(models: dict[str, Any], prices: dict[str, ModelCard]) -> int:
-        report = collect_records(models, examples, args.out, prices=prices, concurrency=args.concurrency,
-                                 system_prompt=args.system, progress=_progress(args), stream=not args.no_stream)
         print(json.dumps(json_safe(report.to_dict()), indent=2))
         return 0 if not report.failed else 1
 
@@ -483,12 +478,12 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
         prices = load_prices(args.prices) if args.prices else local.proxy_prices(args.local)
         with local.LocalServers(args.local, cache_dir=args.cache_dir) as servers:
-            return run(pool({m: servers.base_url(m) for m in args.local}, "sk-local"), prices)
+            return run({m: servers.base_url(m) for m in args.local}, "sk-local", prices)
     if not (args.base_url and args.models and args.prices):
         raise CrescadeError("give --local NAME... (local llama.cpp models), or --base-url URL --models NAME... "
                             "--prices P for an OpenAI-compatible endpoint")
     key = os.environ.get(args.api_key_env, "sk-none")
-    return run(pool(dict.fromkeys(args.models, args.base_url), key), load_prices(args.prices))
+    return run(dict.fromkeys(args.models, args.base_url), key, load_prices(args.prices))
 
 
 def cmd_local(args: argparse.Namespace) -> int:

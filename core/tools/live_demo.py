@@ -3,7 +3,8 @@
 Fits the cascade on the embedded recorded run, starts one llama.cpp server per model of its pool, asks
 a handful of freshly generated tasks through ``CascadeChatModel`` over ``ChatOpenAI`` (streamed), and
 prints for each the route, every tier's QE score and verdict, the answer, its grade, TTFT, TPOT and
-cost; then stops the servers. The LangChain adapter is imported only here, when the demo runs.
+cost; then stops the servers. The adapter is reached through its ``crescade.live`` entry point
+(:mod:`crescade.tools.backends`), never imported by the core.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from ..common.errors import CrescadeError
 from ..engine.cascade import Cascade
 from . import local
+from .backends import live_backend
 from .tasks import FAMILIES, default_task_suite, generate_tasks
 
 __all__ = ["check_installed", "fresh_tasks", "print_row", "run_live_demo"]
@@ -80,25 +82,21 @@ def print_row(i: int, n: int, row: dict[str, Any]) -> None:
 def run_live_demo(cascade: Cascade, *, n: int = 7, seed: int | None = None, max_tokens: int = 320,
                   cache_dir: str | Path | None = None, timeout: float = 120.0) -> list[dict[str, Any]]:
     """Start the pool's local servers, run ``n`` fresh tasks through the cascade, print, stop the servers."""
-    try:
-        from crescade_langchain.calibration import openai_compatible_models
-        from crescade_langchain.chat_model import CascadeChatModel
-        from crescade_langchain.live import run_live
-    except ImportError as exc:
-        raise CrescadeError(f"crescade demo --live needs the LangChain adapter and langchain-openai "
-                            f"({exc.name} is missing): pip install 'crescade[langchain]' langchain-openai") from None
+    backend = live_backend(what="crescade demo --live")
     names: Sequence[str] = list(cascade.models_)
     check_installed(names, cache_dir)
     seed = secrets.randbelow(10**6) if seed is None else seed
     tasks = fresh_tasks(n, seed)
-    print(f"crescade demo --live: {n} fresh tasks (seed {seed}) through CascadeChatModel over ChatOpenAI")
+    how = getattr(backend, "description", "the live backend")
+    print(f"crescade demo --live: {n} fresh tasks (seed {seed}) through {how}")
     print(f"starting {len(names)} llama.cpp server(s): {', '.join(names)}", flush=True)
     prices = local.proxy_prices(names)
     with local.LocalServers(names, cache_dir=cache_dir) as servers:
-        children = openai_compatible_models(servers.base_urls, api_key="sk-local", max_tokens=max_tokens,
-                                            timeout=timeout)
-        model = CascadeChatModel(models=children, cascade=cascade, prices=prices)
-        rows = run_live(model, tasks, on_row=lambda i, row: print_row(i, n, row))
+        try:
+            rows = backend.run(cascade, servers.base_urls, tasks, api_key="sk-local", prices=prices,
+                               max_tokens=max_tokens, timeout=timeout, on_row=lambda i, row: print_row(i, n, row))
+        except ImportError as exc:
+            raise CrescadeError(str(exc)) from None
     print("\nservers stopped.")
     _print_summary(rows)
     return rows
