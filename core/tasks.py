@@ -11,6 +11,7 @@ from .tools.tasks import (
     default_task_suite,
     generate_solved,
     generate_tasks,
+    main,
     split_of,
 )
 
@@ -25,11 +26,10 @@ __all__ = [
     "default_task_suite",
     "generate_solved",
     "generate_tasks",
+    "main",
     "split_of",
 ]
 
 
 if __name__ == "__main__":  # python -m crescade.tasks, as documented
-    from .tools.tasks import main
-
     raise SystemExit(main())

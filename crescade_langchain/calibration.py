@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from pathlib import Path
+from os import PathLike
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -70,7 +70,7 @@ def openai_compatible_models(urls: Mapping[str, str], *, api_key: str, max_token
 
 
 def collect_records(
-    models: Mapping[str, BaseChatModel], examples: Sequence[Example], out: str | Path, *,
+    models: Mapping[str, BaseChatModel], examples: Sequence[Example], out: str | PathLike[str], *,
     prices: Mapping[str, ModelCard], concurrency: int = 4, system_prompt: str | None = None,
     retries: int = 0, progress: bool = True, stream: bool = False,
 ) -> CollectReport:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from pathlib import Path
+from os import PathLike
 from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
@@ -35,7 +35,7 @@ def _caller(llms: Mapping[str, LLM], system_prompt: str | None) -> Any:
 
 
 def collect_records(
-    llms: Mapping[str, LLM], examples: Sequence[Example], out: str | Path, *,
+    llms: Mapping[str, LLM], examples: Sequence[Example], out: str | PathLike[str], *,
     prices: Mapping[str, ModelCard], concurrency: int = 4, system_prompt: str | None = None,
     retries: int = 0, progress: bool = True,
 ) -> CollectReport:

@@ -8,7 +8,7 @@ messages, calls the tiers inside the cascade's span, emits instrumentation event
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from os import PathLike
@@ -307,6 +307,7 @@ class CascadeLLM(FunctionCallingLLM):
 
     def _stream_tier(self, name: str, call: _Call) -> Iterator[Any]:
         child = self.llms[name]
+        it: Iterator[Any]
         with _under(call.span):
             if call.prompt is not None:
                 it = child.stream_complete(call.prompt, formatted=call.formatted, **call.kwargs)
@@ -331,6 +332,7 @@ class CascadeLLM(FunctionCallingLLM):
 
     async def _astream_tier(self, name: str, call: _Call) -> AsyncIterator[Any]:
         child = self.llms[name]
+        ait: AsyncIterator[Any]
         with _under(call.span):
             if call.prompt is not None:
                 ait = await child.astream_complete(call.prompt, formatted=call.formatted, **call.kwargs)
@@ -384,7 +386,7 @@ class CascadeLLM(FunctionCallingLLM):
         ttft = first_out - t_start if first_out is not None else None
         return _final(result, call, ttft_s=ttft, streamed=True)
 
-    def _stream(self, call: _Call) -> Iterator[Any]:
+    def _stream(self, call: _Call) -> Generator[Any, None, None]:
         """Earlier tiers streamed into a buffer (timed) and judged (an accepted one is emitted whole); the last
         tier streams live. The final chunk carries the usage total and the account."""
         t_start = time.perf_counter()
@@ -393,7 +395,7 @@ class CascadeLLM(FunctionCallingLLM):
         for kind, item in events:
             yield self._emit(kind, item, call, t_start)
 
-    async def _astream(self, call: _Call) -> AsyncIterator[Any]:
+    async def _astream(self, call: _Call) -> AsyncGenerator[Any, None]:
         """Async :meth:`_stream`."""
         t_start = time.perf_counter()
         events = astream_session(self._session(call), lambda _tier, name: self._astream_tier(name, call),

@@ -70,8 +70,9 @@ def simulate(
             lk.append(ladder)
             if len(rows_k) == 0 or (start_model is not None and m != start_model):
                 continue
-            ok = np.all(~np.isnan(data.correct[np.ix_(rows_k, ladder)]), axis=1)
-            ok &= np.all(~np.isnan(data.cost[np.ix_(rows_k, ladder)]), axis=1)
+            cols = np.asarray(ladder, dtype=np.int64)
+            ok = np.all(~np.isnan(data.correct[np.ix_(rows_k, cols)]), axis=1)
+            ok &= np.all(~np.isnan(data.cost[np.ix_(rows_k, cols)]), axis=1)
             r = rows_k[ok]
             if len(r) == 0:
                 continue

@@ -4,10 +4,11 @@ fitted state ends in ``_``) whose ``plan`` and ``judge`` are pure, I/O-free and 
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,7 +16,6 @@ import numpy as np
 
 from .._version import __version__
 from ..common.errors import ArtifactError, ConfigError, NotFittedError, PoolError
-from ..common.jsonsafe import json_safe
 from ..common.progress import Progress
 from .calibrate import (
     COST_GRID,
@@ -32,15 +32,17 @@ from .calibrate import (
     simulate,
 )
 from .decisions import Answer, Plan, Verdict
-from .embed import CallableEmbedder, TfidfSvdEmbedder, as_embedder
+from .embed import as_embedder
 from .features import answer_features, final_answer
 from .pricing import ModelCard
 from .records import Outcomes
 from .stage1 import assign, cluster_means, efficient_ladder, fit_centroids, shrunk_accuracy
 from .stage2 import AnswerTable, QualityEstimator, extra_features
-from .store import fingerprint, load_artifact, save_artifact
+from .state import CascadeState
+from .store import dump_fields, fingerprint, load_artifact, load_fields, save_artifact
 
 ARTIFACT_KIND = "crescade.cascade"
+_NOT_SAVED = ("embedder", "progress")  # a live object, and a display choice of this process
 
 
 @dataclass
@@ -85,7 +87,7 @@ class Cascade:
     """
 
     def __init__(
-        self, quality_target: float | None = 0.98, cost_target: float | None = None,
+        self, quality_target: float | None = 0.98, *, cost_target: float | None = None,
         n_clusters: int | Literal["auto"] = "auto", cluster_grid: Sequence[int] = (4, 8, 16, 32),
         shrinkage: float = 10.0, max_depth: int = 3,
         threshold_mode: Literal["global", "per_cluster"] = "global", start_model: str | None = None,
@@ -95,7 +97,7 @@ class Cascade:
         self.quality_target = quality_target
         self.cost_target = cost_target
         self.n_clusters = n_clusters
-        self.cluster_grid = tuple(cluster_grid)
+        self.cluster_grid = cluster_grid
         self.shrinkage = shrinkage
         self.max_depth = max_depth
         self.threshold_mode = threshold_mode
@@ -108,10 +110,31 @@ class Cascade:
         self.progress = progress
 
     # ------------------------------------------------------------------ parameters
-    def get_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in (
-            "quality_target", "cost_target", "n_clusters", "cluster_grid", "shrinkage", "max_depth",
-            "threshold_mode", "start_model", "n_folds", "qe_C", "tool_calls", "random_state")}
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        """The constructor's parameters, read from its signature (so the list never drifts)."""
+        return [p.name for p in inspect.signature(cls.__init__).parameters.values()
+                if p.name != "self" and p.kind is not p.VAR_KEYWORD]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Every constructor parameter and its value (``deep`` is accepted for scikit-learn compatibility)."""
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params: Any) -> Cascade:
+        """Set constructor parameters (they take effect at the next :meth:`fit`); returns ``self``."""
+        valid = self._get_param_names()
+        unknown = [k for k in params if k not in valid]
+        if unknown:
+            raise ConfigError(f"invalid parameter(s) {', '.join(map(repr, unknown))} for Cascade; "
+                              f"valid parameters: {', '.join(valid)}")
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}
+        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if not _same(v, defaults.get(k))]
+        return f"{type(self).__name__}({', '.join(changed)})"
 
     def _validate(self) -> None:
         qt, ct = self.quality_target, self.cost_target
@@ -122,7 +145,8 @@ class Cascade:
                 raise ConfigError(f"{name} must be a number in ({lo}, {hi}], got {v!r}")
         if self.n_clusters != "auto" and not (isinstance(self.n_clusters, int) and self.n_clusters >= 1):
             raise ConfigError(f"n_clusters must be a positive int or 'auto', got {self.n_clusters!r}")
-        if not self.cluster_grid or any(not isinstance(k, int) or k < 1 for k in self.cluster_grid):
+        if not isinstance(self.cluster_grid, Sequence) or not self.cluster_grid or \
+                any(not isinstance(k, int) or k < 1 for k in self.cluster_grid):
             raise ConfigError(f"cluster_grid must hold positive ints, got {self.cluster_grid!r}")
         if self.max_depth not in (1, 2, 3):
             raise ConfigError(f"max_depth must be 1, 2 or 3, got {self.max_depth!r}")
@@ -171,6 +195,7 @@ class Cascade:
             folds = np.random.default_rng(self.random_state).permutation(n) % self.n_folds
             self.strongest_ = int(np.argmax(np.nanmean(correct, axis=0)))
             best: tuple[tuple[float, float], int, np.ndarray, CalibrationData] | None = None
+            self.honest_: dict[str, np.ndarray] | None = None
             self.grid_report_ = []
             failures = []
             for k in self._grid():
@@ -378,9 +403,10 @@ class Cascade:
     def _resolve(self) -> None:
         """(Re)choose the plan from the stored calibration data (after fit, retarget or a pool change)."""
         _, quality = self._grid_values()
-        if getattr(self, "honest_", None) is None or bool(self.honest_["mode"][0]) != quality:
-            self.honest_ = self._honest_curve(self.calib_, self.n_clusters_)
-        nominal, met, h_ret, h_cost = self._nominal(self.honest_)
+        honest = getattr(self, "honest_", None)
+        if honest is None or bool(honest["mode"][0]) != quality:
+            honest = self.honest_ = self._honest_curve(self.calib_, self.n_clusters_)
+        nominal, met, h_ret, h_cost = self._nominal(honest)
         table = self._table(self.calib_, self.n_clusters_)
         n = float(len(self.calib_.labels))
         sa, sc = self._strong_acc(self.calib_), self._strong_cost(self.calib_)
@@ -686,40 +712,24 @@ class Cascade:
         return fingerprint({"models": self.models_, "prices": {k: v.to_dict() for k, v in self.cards_.items()},
                             "embedder": self.embedder_.fingerprint()})
 
+    @property
+    def state_(self) -> CascadeState:
+        """Everything :meth:`fit` learned, as one :class:`~crescade.engine.state.CascadeState` (each field
+        ``x`` is also this object's attribute ``x_``)."""
+        self._check_fitted()
+        return CascadeState(**{f.name: getattr(self, f"{f.name}_") for f in fields(CascadeState)})
+
+    def _adopt(self, state: CascadeState) -> None:
+        for f in fields(CascadeState):
+            setattr(self, f"{f.name}_", getattr(state, f.name))
+
     def save(self, directory: str | Path) -> None:
         """Write the fitted cascade as JSON + ``.npz`` (no pickle), atomically."""
-        self._check_fitted()
-        if not isinstance(self.embedder_, (TfidfSvdEmbedder, CallableEmbedder)):
-            raise ConfigError(f"cannot save a cascade whose embedder is {type(self.embedder_).__name__}")
-        emb_meta, emb_arrays = (self.embedder_.get_state() if isinstance(self.embedder_, TfidfSvdEmbedder)
-                                else ({"kind": "callable", "name": self.embedder_.name}, {}))
-        qe_meta, qe_arrays = self.qe_.get_state()
-        d = self.calib_
-        arrays = {
-            "centroids": self.centroids_, "acc_table": self.acc_table_, "count_table": self.count_table_,
-            "global_acc": self.global_acc_, "cost_table": self.cost_table_, "latency_table": self.latency_table_,
-            "first": self.first_, "tau_index": self.tau_index_, "calib_labels": d.labels,
-            "calib_correct": d.correct, "calib_cost": d.cost, "calib_p0": d.p0, "calib_folds": d.folds,
-            "honest_grid": self.honest_["grid"], "honest_retention": self.honest_["retention"],
-            "honest_cost_ratio": self.honest_["cost_ratio"], "honest_mode": self.honest_["mode"],
-            **emb_arrays, **qe_arrays,
-        }
-        if d.p1 is not None:
-            arrays["calib_p1"] = d.p1.astype(np.float32)
-        params = self.get_params()
-        params["cluster_grid"] = list(params["cluster_grid"])
-        meta = {
-            "crescade_version": __version__, "params": params, "models": self.models_,
-            "strongest": self.strongest_, "n_clusters": self.n_clusters_,
-            "thresholds": DEFAULT_THRESHOLDS.tolist(),
-            "ladders": [[int(j) for j in lad] for lad in self.ladders_],
-            "answer_tables": [{"cluster": c, "model": j, "counts": t.counts, "total": t.total}
-                              for (c, j), t in sorted(self.answer_tables_.items())],
-            "cards": {k: v.to_dict() for k, v in self.cards_.items()},
-            "calib_prompt_ids": self.calib_prompt_ids_, "expected": json_safe(self.expected_),
-            "grid_report": json_safe(self.grid_report_), "embedder": emb_meta, "qe": qe_meta,
-            "fingerprint": self.fingerprint(),
-        }
+        meta, arrays = dump_fields(self.state_)
+        params = {k: v for k, v in self.get_params().items() if k not in _NOT_SAVED}
+        params["cluster_grid"] = [int(k) for k in params["cluster_grid"]]
+        meta.update(crescade_version=__version__, params=params, thresholds=DEFAULT_THRESHOLDS.tolist(),
+                    fingerprint=self.fingerprint())
         save_artifact(directory, kind=ARTIFACT_KIND, meta=meta, arrays=arrays)
 
     @classmethod
@@ -750,69 +760,26 @@ class Cascade:
 
     @classmethod
     def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], embedder: Any) -> Cascade:
-        p = dict(meta["params"])
-        p["cluster_grid"] = tuple(p["cluster_grid"])
-        self = cls(**p, progress=False)
-        self.models_ = [str(x) for x in meta["models"]]
-        self._replay_cache = weakref.WeakKeyDictionary()
-        m = len(self.models_)
-        self.strongest_ = int(meta["strongest"])
-        self.n_clusters_ = int(meta["n_clusters"])
-        k = self.n_clusters_
+        params = dict(meta["params"])
+        params["cluster_grid"] = tuple(params["cluster_grid"])
+        self = cls(**params, progress=False)
         if meta["thresholds"] != DEFAULT_THRESHOLDS.tolist():
             raise ArtifactError("artifact threshold grid differs from this crescade version's")
-        shapes = {"acc_table": (k, m), "count_table": (k, m), "cost_table": (k, m), "latency_table": (k, m),
-                  "global_acc": (m,), "first": (k,), "tau_index": (k,)}
-        for key, shape in shapes.items():
-            if arrays[key].shape != shape:
-                raise ArtifactError(f"array {key} has shape {arrays[key].shape}, expected {shape}")
-        if not 0 <= self.strongest_ < m:
-            raise ArtifactError("strongest model index out of range")
-        self.centroids_ = arrays["centroids"]
-        self.acc_table_, self.count_table_ = arrays["acc_table"], arrays["count_table"]
-        self.global_acc_, self.cost_table_ = arrays["global_acc"], arrays["cost_table"]
-        self.latency_table_ = arrays["latency_table"]
-        self.first_, self.tau_index_ = arrays["first"].astype(np.int64), arrays["tau_index"].astype(np.int64)
-        if self.first_.min(initial=0) < 0 or self.first_.max(initial=0) >= m or \
-                self.tau_index_.min(initial=0) < 0 or self.tau_index_.max(initial=0) >= len(DEFAULT_THRESHOLDS):
-            raise ArtifactError("plan indices out of range")
-        self.ladders_ = [[int(j) for j in lad] for lad in meta["ladders"]]
-        if len(self.ladders_) != k or any(not lad or min(lad) < 0 or max(lad) >= m for lad in self.ladders_):
-            raise ArtifactError("ladders do not match the pool")
-        self.answer_tables_ = {(int(t["cluster"]), int(t["model"])): AnswerTable(
-            {str(a): int(c) for a, c in t["counts"].items()}, int(t["total"])) for t in meta["answer_tables"]}
-        if set(self.answer_tables_) != {(c, j) for c in range(k) for j in range(m)} or any(
-                t.total < 0 or any(c < 0 for c in t.counts.values()) for t in self.answer_tables_.values()):
-            raise ArtifactError("answer tables do not cover every cluster and model with counts >= 0")
-        self.cards_ = {name: ModelCard(**{**card, "name": name}) for name, card in meta["cards"].items()}
-        self.calib_prompt_ids_ = [str(x) for x in meta["calib_prompt_ids"]]
-        n = len(self.calib_prompt_ids_)
-        self.calib_ = CalibrationData(
-            labels=arrays["calib_labels"].astype(np.int64), correct=arrays["calib_correct"],
-            cost=arrays["calib_cost"], p0=arrays["calib_p0"],
-            p1=arrays["calib_p1"].astype(np.float64) if "calib_p1" in arrays else None,
-            folds=arrays["calib_folds"].astype(np.int64))
-        self.honest_ = {"grid": arrays["honest_grid"], "retention": arrays["honest_retention"],
-                        "cost_ratio": arrays["honest_cost_ratio"], "mode": arrays["honest_mode"]}
-        if self.calib_.correct.shape != (n, m) or self.calib_.labels.shape != (n,):
-            raise ArtifactError("calibration arrays do not match the pool")
-        emb_meta = meta["embedder"]
-        if emb_meta["kind"] == TfidfSvdEmbedder.kind:
-            self.embedder_ = TfidfSvdEmbedder.from_state(emb_meta, arrays)
-        elif embedder is None:
-            raise ArtifactError("this artifact was fitted with a custom embedder: pass it to Cascade.load(..., "
-                                "embedder=...)")
-        else:
-            self.embedder_ = as_embedder(embedder)
-        if self.centroids_.shape[0] != k:
-            raise ArtifactError("centroids do not match n_clusters")
-        self.qe_ = QualityEstimator.from_state(meta["qe"], arrays)
-        self.expected_ = meta["expected"]
-        self.grid_report_ = meta.get("grid_report", [])
+        state = load_fields(CascadeState, meta, arrays, {"embedder": embedder})
+        state.check()
+        self._adopt(state)
+        self._replay_cache = weakref.WeakKeyDictionary()
         self._resolve()
         if meta.get("fingerprint") != self.fingerprint():
             raise ArtifactError("artifact fingerprint does not match its pool, prices and embedder")
         return self
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Parameter equality for ``repr`` (a list and a tuple of the same values are the same grid)."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return tuple(a) == tuple(b)
+    return a is b or (type(a) is type(b) and a == b)
 
 
 def _vlogit(p: np.ndarray) -> np.ndarray:

@@ -77,7 +77,7 @@ def efficient_ladder(first: int, acc: np.ndarray, cost: np.ndarray, max_depth: i
         return [first]
     ladder = [first]
     order = np.argsort(cost, kind="stable")
-    mids = []
+    mids: list[int] = []
     for j in order:
         j = int(j)
         if j in (first, best) or cost[j] >= cost[best]:

@@ -66,7 +66,7 @@ def extra_features(
     disagree = [logit(pr) for a, pr in comparable if a != final]
     return [
         logit(prior), logit(global_prior), answer_logfreq,
-        1.0 if has_lp else 0.0, float(logprob_mean) if has_lp else 0.0,
+        1.0 if has_lp else 0.0, float(logprob_mean) if has_lp and logprob_mean is not None else 0.0,
         1.0 if history else 0.0, float(len(comparable)), 1.0 if agree else 0.0,
         max(agree) if agree else 0.0, max(disagree) if disagree else 0.0,
     ]

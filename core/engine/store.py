@@ -9,6 +9,7 @@ saved without pickle and loaded with ``allow_pickle=False``. Every failure is an
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -20,16 +21,17 @@ import zipfile
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ..common.atomic import default_mode
 from ..common.errors import ArtifactError, ConfigError
 
-__all__ = ["SCHEMA_VERSION", "fingerprint", "load_artifact", "save_artifact"]
+__all__ = ["SCHEMA_VERSION", "dump_fields", "fingerprint", "load_artifact", "load_fields", "save_artifact"]
 
 SCHEMA_VERSION = 1
+T = TypeVar("T")
 MANIFEST = "manifest.json"
 META = "meta.json"
 ARRAYS = "arrays.npz"
@@ -303,3 +305,28 @@ def load_artifact(
         raise ArtifactError(f"{root / META}: expected a JSON object, got {type(meta).__name__}")
     arrays = _load_npz(root / ARRAYS)
     return meta, arrays
+
+
+# ---------------------------------------------------------------------- dataclasses of persisted fields
+def dump_fields(obj: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The meta and arrays of a dataclass whose every field carries a ``codec`` (with ``dump(name, value)``)
+    in its metadata, as :class:`crescade.engine.state.CascadeState` does."""
+    meta: dict[str, Any] = {}
+    arrays: dict[str, np.ndarray] = {}
+    for f in dataclasses.fields(obj):
+        m, a = f.metadata["codec"].dump(f.name, getattr(obj, f.name))
+        meta.update(m)
+        arrays.update(a)
+    return meta, arrays
+
+
+def load_fields(cls: type[T], meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
+                context: Mapping[str, Any] | None = None) -> T:
+    """The dataclass ``cls`` rebuilt by each field's ``codec.load(name, meta, arrays, context)``; fields
+    whose codec loads ``None`` keep their default."""
+    values = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        v = f.metadata["codec"].load(f.name, meta, arrays, dict(context or {}))
+        if v is not None:
+            values[f.name] = v
+    return cls(**values)

@@ -89,11 +89,11 @@ def cost_quality_plot(
     for name, (x, y) in checked_curves.items():
         ax.plot(x, y, marker="o", markersize=3.5, linewidth=1.5, label=name)
     point_markers = "s^Dvp*hX<>"
-    for k, (name, (x, y)) in enumerate(checked_points.items()):
+    for k, (name, (px, py)) in enumerate(checked_points.items()):
         colour = f"C{(len(checked_curves) + k) % 10}"  # continue the cycle: no clash with the curves
-        ax.scatter([x], [y], marker=point_markers[k % len(point_markers)], s=55, zorder=3, color=colour,
+        ax.scatter([px], [py], marker=point_markers[k % len(point_markers)], s=55, zorder=3, color=colour,
                    label=name)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ax.annotate(name, (px, py), textcoords="offset points", xytext=(5, 5), fontsize=8)
     for name, level in refs.items():
         ax.axhline(float(level), linestyle="--", linewidth=1.0, color="grey", alpha=0.8)
         ax.annotate(

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ..common.errors import ConfigError
 from ..engine.cascade import Cascade, ReplayResult
@@ -47,7 +48,7 @@ def _mean(x: np.ndarray) -> float | None:
     return float(x.mean()) if len(x) else None
 
 
-def timing_summary(latency: Sequence[float], ttft: Sequence[float], tpot: Sequence[float]) -> dict[str, Any]:
+def timing_summary(latency: npt.ArrayLike, ttft: npt.ArrayLike, tpot: npt.ArrayLike) -> dict[str, Any]:
     """Mean and p50/p95 latency, p50/p95 TTFT and mean TPOT of per-query values (``nan`` = unknown)."""
     lat, tt, tp = (np.asarray(v, dtype=float) for v in (latency, ttft, tpot))
     if not (len(lat) == len(tt) == len(tp)):

@@ -532,19 +532,19 @@ class DispatchSession:
             if not self._retry_same:
                 waits = [self._rel.registry.remaining(m) for m in ladder[i:]]
                 if waits[0] > 0:
-                    j = next((k for k, w in enumerate(waits) if w <= 0), None)
+                    ready = next((k for k, w in enumerate(waits) if w <= 0), None)
                     soonest = min(range(len(waits)), key=waits.__getitem__)
-                    if j is None and waits[soonest] <= self._rel.cooldown_wait_s and (
+                    if ready is None and waits[soonest] <= self._rel.cooldown_wait_s and (
                             left is None or waits[soonest] < left):
-                        j, self._pause = soonest, waits[soonest]
+                        ready, self._pause = soonest, waits[soonest]
                         self._waited = self._pause
-                    if j is None:
+                    if ready is None:
                         for k in range(i, len(ladder)):
                             self._skip(k, ladder[k], f"skipped: {self._unavailable(ladder[k]) or 'cooling down'}")
                         return
-                    for k in range(i, i + j):
+                    for k in range(i, i + ready):
                         self._skip(k, ladder[k], f"skipped: {self._unavailable(ladder[k]) or 'cooling down'}")
-                    i += j
+                    i += ready
             model = ladder[i]
             guard = self._rel.spend_guard
             if guard is not None:

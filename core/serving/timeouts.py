@@ -77,7 +77,7 @@ def call_with_timeout(fn: Callable[[], T], budget: float | None, *, model: str =
         _raise_timeout(model, budget, by_deadline)
     if "error" in box:
         raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
+    return box["value"]
 
 
 def iterate_with_timeout(open_stream: Callable[[], Iterable[T]], budget: float | None, *,
