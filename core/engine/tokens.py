@@ -119,10 +119,8 @@ def _load_encoding(encoding: str) -> Any | None:
         cache_dir = find_cached_bpe(encoding)
         if cache_dir is None:
             return None
-        try:
-            import tiktoken
-        except ImportError:
-            return None
+        import tiktoken  # a dependency; imported here so that only counting pays for it
+
         saved = os.environ.get("TIKTOKEN_CACHE_DIR")
         os.environ["TIKTOKEN_CACHE_DIR"] = cache_dir
         try:
