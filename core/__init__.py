@@ -1,8 +1,11 @@
 """crescade: Cluster, Route, Escalate — a cost-aware LLM cascade.
 
-The framework-free core: records, prices, embeddings, the two stages, the knob, the dispatch loop,
-the artifact store and the replay evaluation. Adapters live in ``crescade_langchain`` and
-``crescade_llamaindex``.
+The framework-free core, in layers (each imports only the ones before it): :mod:`crescade.common`
+(errors, redaction, atomic writes), :mod:`crescade.engine` (records, prices, embeddings, the two stages,
+the knob, the fitted cascade and its store), :mod:`crescade.serving` (the dispatch loop, reliability,
+request checks), :mod:`crescade.evaluation` (replay, baselines, metrics) and :mod:`crescade.tools` (CLI,
+collection, tasks, local models). The public names are re-exported here; the adapters
+(``crescade_langchain``, ``crescade_llamaindex``) reach the core through :mod:`crescade.seam`.
 """
 
 from ._version import __version__
