@@ -90,7 +90,7 @@ def test_calibrate_prints_expectations_and_saves(data: dict[str, Path], capsys: 
     assert (out_dir / "manifest.json").is_file()
     assert f"calibrated on {N_TRAIN} prompts (split 'train') x 3 models; 2 clusters" in out
     assert "target: spend at most 50.0% of always-large:" in out
-    for label in ("accuracy", "retention", "cost ratio", "escalation rate", "strong-call share"):
+    for label in ("accuracy", "retention", "cost ratio", "escalation rate", "strong-call share", "plan family"):
         assert f"  {label} " in out
     assert f"saved the cascade to {out_dir}" in out
     assert "Traceback" not in err
@@ -281,7 +281,7 @@ def test_usage_errors_are_one_line(data: dict[str, Path], capsys: pytest.Capture
     code, _, err = run(capsys)
     assert_user_error(code, err, "COMMAND")
     code, _, err = run(capsys, "calibrate", data["records"], "--quality-target", "3", "-o", tmp_path / "x")
-    assert_user_error(code, err, "quality_target")
+    assert_user_error(code, err, "--quality-target", "(0, 1]")
 
 
 def test_artifact_missing_or_corrupt(data: dict[str, Path], capsys: pytest.CaptureFixture[str],
@@ -309,3 +309,11 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"crescade {__version__}"
+
+
+@pytest.mark.parametrize("value", ["1.5", "0", "-0.2", "nan"])
+def test_quality_target_out_of_range_is_a_usage_error(data: dict[str, Path], capsys: pytest.CaptureFixture[str],
+                                                      tmp_path: Path, value: str) -> None:
+    code, _, err = run(capsys, "calibrate", data["records"], "--quality-target", value, "-o", tmp_path / "c", "-q")
+    assert_user_error(code, err, "--quality-target", repr(value))
+    assert not (tmp_path / "c").exists()

@@ -76,5 +76,5 @@ def test_mmlu_without_responses_calibrates(prices) -> None:  # type: ignore[no-u
 def test_higher_target_never_cheaper_on_real_data(prices) -> None:  # type: ignore[no-untyped-def]
     data = Outcomes.load(DATA / "routellm-gsm8k.csv.gz", prices=prices)
     c = Cascade(quality_target=0.9, progress=False).fit(data.split("train"), prices)
-    costs = [c.retarget(quality_target=q).expected_["cost_ratio"] for q in np.arange(0.85, 1.03, 0.01)]
+    costs = [c.retarget(quality_target=q).expected_["cost_ratio"] for q in np.arange(0.85, 1.0001, 0.01)]
     assert all(b >= a for a, b in itertools.pairwise(costs))

@@ -17,6 +17,8 @@ import numpy as np
 from ..common.errors import ConfigError
 from .stage1 import efficient_ladder
 
+MIN_CLUSTER_SIZE = 25
+"""Fewest calibration prompts per cluster, on average, for a number of clusters to be tried."""
 DEFAULT_THRESHOLDS = np.round(np.concatenate([[0.0], np.arange(0.30, 0.951, 0.025), [1.01]]), 4)
 _LAMBDAS = np.concatenate([[0.0], np.geomspace(1e-4, 1e4, 160)])
 
@@ -65,6 +67,9 @@ def simulate(
     for k in range(n_k):
         rows_k = np.flatnonzero((data.labels == k) & in_rows)
         lk: list[list[int]] = []
+        if len(rows_k) == 0:  # no prompt here (a small fold): contributes nothing; default to the strongest
+            hits[:, k, :], cost[:, k, :] = 0.0, 0.0
+            hits[:, k, strongest] = 1e-9
         for m in range(n_m):
             ladder = efficient_ladder(m, acc[k], mean_cost[k], max_depth)
             lk.append(ladder)
@@ -171,6 +176,24 @@ def candidates(table: OptionTable, *, per_cluster_threshold: bool, cost_scale: f
     return list(out.values())
 
 
+def route_only(table: OptionTable) -> OptionTable:
+    """The options that never escalate (threshold index 0 accepts every first answer): a Stage-1 router."""
+    return OptionTable(table.hits[:1], table.cost[:1], table.escalations[:1], table.strong_calls[:1],
+                       table.ladders, table.sizes)
+
+
+def single_model(table: OptionTable, model: int) -> list[Solution]:
+    """The plan that sends every cluster to ``model`` and never escalates ([] if it has no usable records)."""
+    n_k = table.hits.shape[1]
+    kk = np.arange(n_k)
+    first, tau = np.full(n_k, model, dtype=np.int64), np.zeros(n_k, dtype=np.int64)
+    h = table.hits[0, kk, first]
+    if not np.all(np.isfinite(h)):
+        return []
+    return [Solution(first=first, tau_index=tau, hits=float(h.sum()), cost=float(table.cost[0, kk, first].sum()),
+                     escalations=0.0, strong_calls=float(table.strong_calls[0, kk, first].sum()))]
+
+
 def choose(
     sols: list[Solution], *, n: float, strong_acc: float, strong_cost: float,
     quality_target: float | None, cost_target: float | None,
@@ -219,7 +242,7 @@ def plan_totals(table: OptionTable, sol: Solution) -> tuple[float, float]:
     return float(h.sum()), float(c.sum())
 
 
-QUALITY_GRID = np.round(np.arange(0.80, 1.1001, 0.005), 4)
+QUALITY_GRID = np.round(np.arange(0.50, 1.1001, 0.005), 4)
 COST_GRID = np.round(np.geomspace(0.002, 2.0, 70), 6)
 
 

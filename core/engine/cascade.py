@@ -20,6 +20,7 @@ from ..common.progress import Progress
 from .calibrate import (
     COST_GRID,
     DEFAULT_THRESHOLDS,
+    MIN_CLUSTER_SIZE,
     QUALITY_GRID,
     CalibrationData,
     OptionTable,
@@ -29,7 +30,9 @@ from .calibrate import (
     expectations,
     nominal_for,
     plan_totals,
+    route_only,
     simulate,
+    single_model,
 )
 from .decisions import Answer, Plan, Verdict
 from .embed import as_embedder
@@ -37,7 +40,7 @@ from .features import answer_features, final_answer
 from .pricing import ModelCard
 from .records import Outcomes
 from .stage1 import assign, cluster_means, efficient_ladder, fit_centroids, shrunk_accuracy
-from .stage2 import AnswerTable, QualityEstimator, extra_features
+from .stage2 import EXTRA_NAMES, AnswerTable, QualityEstimator, TextScorer, extra_features
 from .state import CascadeState
 from .store import dump_fields, fingerprint, load_artifact, load_fields, save_artifact
 
@@ -88,7 +91,7 @@ class Cascade:
 
     def __init__(
         self, quality_target: float | None = 0.98, *, cost_target: float | None = None,
-        n_clusters: int | Literal["auto"] = "auto", cluster_grid: Sequence[int] = (4, 8, 16, 32),
+        n_clusters: int | Literal["auto"] = "auto", cluster_grid: Sequence[int] = (1, 4, 8, 16, 32),
         shrinkage: float = 10.0, max_depth: int = 3,
         threshold_mode: Literal["global", "per_cluster"] = "global", start_model: str | None = None,
         n_folds: int = 5, embedder: Any = None, qe_C: float = 1.0,
@@ -140,9 +143,12 @@ class Cascade:
         qt, ct = self.quality_target, self.cost_target
         if (qt is None) == (ct is None):
             raise ConfigError("set exactly one of quality_target or cost_target (the other must be None)")
-        for name, v, lo, hi in (("quality_target", qt, 0.0, 2.0), ("cost_target", ct, 0.0, 10.0)):
-            if v is not None and not (isinstance(v, (int, float)) and lo < v <= hi and math.isfinite(v)):
-                raise ConfigError(f"{name} must be a number in ({lo}, {hi}], got {v!r}")
+        if qt is not None and not (isinstance(qt, (int, float)) and 0.0 < qt <= 1.0 + 1e-9 and math.isfinite(qt)):
+            raise ConfigError(f"quality_target must be a fraction in (0, 1] of the strongest model's accuracy "
+                              f"(1.0: as accurate as always using it), got {qt!r}")
+        if ct is not None and not (isinstance(ct, (int, float)) and 0.0 < ct <= 10.0 and math.isfinite(ct)):
+            raise ConfigError(f"cost_target must be a number in (0, 10] (a fraction of always-strongest spend), "
+                              f"got {ct!r}")
         if self.n_clusters != "auto" and not (isinstance(self.n_clusters, int) and self.n_clusters >= 1):
             raise ConfigError(f"n_clusters must be a positive int or 'auto', got {self.n_clusters!r}")
         if not isinstance(self.cluster_grid, Sequence) or not self.cluster_grid or \
@@ -165,8 +171,9 @@ class Cascade:
         self._validate()
         n, m = outcomes.n_prompts, outcomes.n_models
         if m < 1 or n < max(2 * self.n_folds, 10):
-            raise ConfigError(f"need at least {max(2 * self.n_folds, 10)} prompts and 1 model to fit, "
-                              f"got {n} prompts x {m} models")
+            raise ConfigError(f"too little data to calibrate: {n} prompts x {m} models; the cascade needs at least "
+                              f"{max(2 * self.n_folds, 10)} prompts answered by the pool (2 per cross-fitting fold, "
+                              f"n_folds={self.n_folds}) and at least 1 model")
         if self.start_model is not None and self.start_model not in outcomes.models:
             raise PoolError(f"start_model {self.start_model!r} is not in the pool {outcomes.models}")
         if prices is not None:
@@ -181,7 +188,7 @@ class Cascade:
         from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
         # The matrices are small: one BLAS thread is faster than two fighting over 2 cores.
-        n_steps = 6 + len(self._grid()) * self.n_folds
+        n_steps = 6 + len(self._grid(n)) * self.n_folds
         with threadpool_limits(limits=1, user_api="blas"), \
                 Progress(n_steps, desc="calibrate", enabled=self.progress) as bar:
             self.embedder_ = as_embedder(self.embedder)
@@ -193,22 +200,23 @@ class Cascade:
             logprob = np.asarray(outcomes.logprob_mean, dtype=float)
             bar.update(1)
             folds = np.random.default_rng(self.random_state).permutation(n) % self.n_folds
+            self.text_, text = self._fit_text(outcomes, correct, folds)
             self.strongest_ = int(np.argmax(np.nanmean(correct, axis=0)))
             best: tuple[tuple[float, float], int, np.ndarray, CalibrationData] | None = None
             self.honest_: dict[str, np.ndarray] | None = None
             self.grid_report_ = []
             failures = []
-            for k in self._grid():
+            for k in self._grid(n):
                 cents = fit_centroids(emb, k, random_state=self.random_state)
                 labels = assign(emb, cents)
-                data = self._crossfit(labels, len(cents), correct, cost, feats, finals, logprob, folds, bar)
+                data = self._crossfit(labels, len(cents), correct, cost, feats, finals, logprob, text, folds, bar)
                 try:
                     honest = self._honest_curve(data, len(cents))
                 except ConfigError as exc:  # e.g. too few prompts per cluster for this K: try the others
                     failures.append(f"n_clusters={len(cents)}: {exc}")
                     continue
-                _, met, h_acc, h_cost = self._nominal(honest)
-                self.grid_report_.append({"n_clusters": len(cents), "target_met": met,
+                family, _, met, h_acc, h_cost = self._pick(honest, clustered_only=True)
+                self.grid_report_.append({"n_clusters": len(cents), "target_met": met, "family": family,
                                           "honest_retention": h_acc, "honest_cost_ratio": h_cost})
                 key = (0.0 if met else 1.0, h_cost if self.quality_target is not None else -h_acc)
                 if best is None or key < best[0]:
@@ -220,7 +228,7 @@ class Cascade:
             self.calib_prompt_ids_ = list(outcomes.prompt_ids)
             # final fit on every calibration prompt
             self._fit_tables(correct, cost, finals, self.calib_.labels)
-            self.qe_ = self._fit_qe(np.arange(n), self.calib_.labels, correct, feats, finals, logprob,
+            self.qe_ = self._fit_qe(np.arange(n), self.calib_.labels, correct, feats, finals, logprob, text,
                                     self.acc_table_, self.global_acc_, self.answer_tables_)
             bar.update(1)
             latency = np.asarray(outcomes.latency_s, dtype=float)
@@ -229,8 +237,26 @@ class Cascade:
             bar.update(3)
         return self
 
-    def _grid(self) -> list[int]:
-        return sorted(set(self.cluster_grid)) if self.n_clusters == "auto" else [int(self.n_clusters)]
+    @staticmethod
+    def _fit_text(outcomes: Outcomes, correct: np.ndarray, folds: np.ndarray) -> tuple[TextScorer, np.ndarray]:
+        """The learned text signal and the out-of-fold text logit of every recorded answer (``[n, m]``, 0 where
+        a model has no record), on the same folds as the rest of the calibration."""
+        ri, rj = np.nonzero(~np.isnan(correct))
+        scorer = TextScorer()
+        oof = scorer.fit([outcomes.responses[i][j] or "" for i, j in zip(ri, rj, strict=True)], correct[ri, rj],
+                         folds[ri])
+        text = np.zeros(correct.shape)
+        text[ri, rj] = oof
+        return scorer, text
+
+    def _grid(self, n: int) -> list[int]:
+        """The numbers of clusters to try: a fixed ``n_clusters``, or the grid values that leave at least
+        :data:`MIN_CLUSTER_SIZE` calibration prompts per cluster on average (a cluster too small to estimate
+        is not a cluster; with too little data for any, one cluster)."""
+        if self.n_clusters != "auto":
+            return [int(self.n_clusters)]
+        fits = sorted(k for k in set(self.cluster_grid) if k * MIN_CLUSTER_SIZE <= n)
+        return fits or [min(self.cluster_grid)]
 
     @staticmethod
     def _text_features(prompts: Sequence[str], responses: Sequence[Sequence[str]],
@@ -265,7 +291,7 @@ class Cascade:
 
     @staticmethod
     def _rows(rows: np.ndarray, models: np.ndarray, labels: np.ndarray, feats: np.ndarray, codes: np.ndarray,
-              logfreq: np.ndarray, logprob: np.ndarray, acc: np.ndarray, gacc: np.ndarray,
+              logfreq: np.ndarray, logprob: np.ndarray, text: np.ndarray, acc: np.ndarray, gacc: np.ndarray,
               prev: np.ndarray | None = None) -> np.ndarray:
         """QE rows for (prompt ``rows[r]``, model ``models[r]``), optionally with the answer of model
         ``prev[r]`` as history: the vectorised twin of :func:`crescade.stage2.extra_features`
@@ -274,13 +300,14 @@ class Cascade:
         lp = logprob[rows, models]
         has_lp = np.isfinite(lp)
         d = feats.shape[2]
-        out = np.zeros((len(rows), d + 10))
+        out = np.zeros((len(rows), d + len(EXTRA_NAMES)))
         out[:, :d] = feats[rows, models]
         out[:, d] = _vlogit(acc[k, models])
         out[:, d + 1] = _vlogit(gacc[models])
         out[:, d + 2] = logfreq[rows, models]
         out[:, d + 3] = has_lp
         out[:, d + 4] = np.where(has_lp, lp, 0.0)
+        out[:, d + 10] = text[rows, models]
         if prev is not None:
             have = prev >= 0
             q = np.where(have, prev, 0)
@@ -296,26 +323,26 @@ class Cascade:
         return out
 
     def _fit_qe(self, rows: np.ndarray, labels: np.ndarray, correct: np.ndarray, feats: np.ndarray,
-                finals: list[list[str | None]], logprob: np.ndarray, acc: np.ndarray, gacc: np.ndarray,
-                tables: dict[tuple[int, int], AnswerTable]) -> QualityEstimator:
+                finals: list[list[str | None]], logprob: np.ndarray, text: np.ndarray, acc: np.ndarray,
+                gacc: np.ndarray, tables: dict[tuple[int, int], AnswerTable]) -> QualityEstimator:
         m = correct.shape[1]
         rr, mm = np.repeat(rows, m), np.tile(np.arange(m), len(rows))
         keep = ~np.isnan(correct[rr, mm])
         rr, mm = rr[keep], mm[keep]
         codes = _answer_codes(finals)
         lf = self._logfreq(labels, finals, tables)
-        x = self._rows(rr, mm, labels, feats, codes, lf, logprob, acc, gacc)
+        x = self._rows(rr, mm, labels, feats, codes, lf, logprob, text, acc, gacc)
         y = correct[rr, mm]
         if self.max_depth >= 3 and m > 1:
             rng = np.random.default_rng(self.random_state + 7)
             prev = (mm + rng.integers(1, m, size=len(mm))) % m
             ok = ~np.isnan(correct[rr, prev])
-            xh = self._rows(rr[ok], mm[ok], labels, feats, codes, lf, logprob, acc, gacc, prev[ok])
+            xh = self._rows(rr[ok], mm[ok], labels, feats, codes, lf, logprob, text, acc, gacc, prev[ok])
             x, y = np.vstack([x, xh]), np.concatenate([y, y[ok]])
         return QualityEstimator(C=self.qe_C).fit(x, y)
 
     def _crossfit(self, labels: np.ndarray, k: int, correct: np.ndarray, cost: np.ndarray, feats: np.ndarray,
-                  finals: list[list[str | None]], logprob: np.ndarray, folds: np.ndarray,
+                  finals: list[list[str | None]], logprob: np.ndarray, text: np.ndarray, folds: np.ndarray,
                   bar: Progress) -> CalibrationData:
         n, m = correct.shape
         p0 = np.full((n, m), np.nan)
@@ -325,17 +352,17 @@ class Cascade:
             tr, te = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
             acc, _, gacc = shrunk_accuracy(correct[tr], labels[tr], k, self.shrinkage)
             tables = self._answer_tables(labels[tr], [finals[i] for i in tr], k, ~np.isnan(correct[tr]))
-            qe = self._fit_qe(tr, labels, correct, feats, finals, logprob, acc, gacc, tables)
+            qe = self._fit_qe(tr, labels, correct, feats, finals, logprob, text, acc, gacc, tables)
             rr, mm = np.repeat(te, m), np.tile(np.arange(m), len(te))
             lf = self._logfreq(labels, finals, tables)
-            p0[rr, mm] = qe.predict(self._rows(rr, mm, labels, feats, codes, lf, logprob, acc, gacc))
+            p0[rr, mm] = qe.predict(self._rows(rr, mm, labels, feats, codes, lf, logprob, text, acc, gacc))
             if p1 is not None:
                 r3 = np.repeat(te, m * m)
                 j3 = np.tile(np.repeat(np.arange(m), m), len(te))
                 q3 = np.tile(np.arange(m), m * len(te))
                 sel = j3 != q3
                 p1[r3[sel], j3[sel], q3[sel]] = qe.predict(
-                    self._rows(r3[sel], j3[sel], labels, feats, codes, lf, logprob, acc, gacc, q3[sel]))
+                    self._rows(r3[sel], j3[sel], labels, feats, codes, lf, logprob, text, acc, gacc, q3[sel]))
             bar.update(1)
         return CalibrationData(labels=labels, correct=correct.copy(), cost=cost.copy(), p0=p0, p1=p1,
                                folds=folds)
@@ -360,15 +387,27 @@ class Cascade:
         return candidates(table, per_cluster_threshold=self.threshold_mode == "per_cluster",
                           cost_scale=max(strong_cost, 1e-12), shrinkage=self.shrinkage)
 
+    def _family_names(self) -> list[str]:
+        """The candidate families of plans, in the order of the honest curves' rows."""
+        return ["cascade", "route", *(f"single:{m}" for m in self.models_)]
+
+    def _family_solutions(self, table: OptionTable, strong_cost: float, family: int) -> list[Solution]:
+        """Candidate plans of one family: the full cascade, routing only, or one single model."""
+        if family == 0:
+            return self._candidates(table, strong_cost)
+        if family == 1:
+            return self._candidates(route_only(table), strong_cost)
+        return single_model(table, family - 2)
+
     def _grid_values(self) -> tuple[np.ndarray, bool]:
         return (QUALITY_GRID, True) if self.quality_target is not None else (COST_GRID, False)
 
     def _honest_curve(self, data: CalibrationData, k: int) -> dict[str, np.ndarray]:
-        """Cross-fitted outcome of the knob: per fold, choose the plan on the other folds and replay it
-        on the held-out one. Returns honest retention and cost ratio for each nominal knob value."""
+        """Cross-fitted outcome of the knob for every family of plans: per fold, choose the plan on the other
+        folds and replay it on the held-out one. Returns honest retention and cost ratio ``[family, knob]``."""
         grid, quality = self._grid_values()
-        n = len(data.labels)
-        hits, spent = np.zeros(len(grid)), np.zeros(len(grid))
+        n, n_f = len(data.labels), 2 + data.correct.shape[1]
+        hits, spent = np.zeros((n_f, len(grid))), np.zeros((n_f, len(grid)))
         for f in np.unique(data.folds):
             tr, te = np.flatnonzero(data.folds != f), np.flatnonzero(data.folds == f)
             if len(tr) == 0 or len(te) == 0:
@@ -376,56 +415,99 @@ class Cascade:
             t_tr, t_te = self._table(data, k, tr, tr), self._table(data, k, te, tr)
             sa = float(np.nanmean(data.correct[tr, self.strongest_]))
             sc = float(np.nanmean(data.cost[tr, self.strongest_]))
-            sols = self._candidates(t_tr, sc)
-            for g, value in enumerate(grid):
-                sol, _ = choose(sols, n=float(len(tr)), strong_acc=sa, strong_cost=sc,
-                                quality_target=float(value) if quality else None,
-                                cost_target=None if quality else float(value))
-                h, c = plan_totals(t_te, sol)
-                hits[g] += h
-                spent[g] += c
+            for fam in range(n_f):
+                sols = self._family_solutions(t_tr, sc, fam)
+                if not sols:
+                    hits[fam] = np.nan  # a model without usable records: never a candidate
+                    continue
+                for g, value in enumerate(grid):
+                    sol, _ = choose(sols, n=float(len(tr)), strong_acc=sa, strong_cost=sc,
+                                    quality_target=float(value) if quality else None,
+                                    cost_target=None if quality else float(value))
+                    h, c = plan_totals(t_te, sol)
+                    hits[fam, g] += h
+                    spent[fam, g] += c
         sa, sc = self._strong_acc(data), self._strong_cost(data)
         # a larger nominal knob never means a worse or cheaper plan: report the monotone envelope
-        retention = np.maximum.accumulate(hits / n / max(sa, 1e-12))
-        cost_ratio = np.maximum.accumulate(spent / n / max(sc, 1e-12))
+        retention = np.maximum.accumulate(hits / n / max(sa, 1e-12), axis=1)
+        cost_ratio = np.maximum.accumulate(spent / n / max(sc, 1e-12), axis=1)
         return {"grid": grid, "retention": retention, "cost_ratio": cost_ratio,
                 "mode": np.array([1 if quality else 0])}
 
-    def _nominal(self, honest: dict[str, np.ndarray]) -> tuple[float, bool, float, float]:
-        """The nominal knob meeting the user's target on the honest curve, and its honest outcome."""
+    def _pick(self, honest: dict[str, np.ndarray], *, clustered_only: bool = False
+              ) -> tuple[str, float, bool, float, float]:
+        """The family and nominal knob that meet the user's target most cheaply on the honest curves (most
+        accurately within a budget), and their honest outcome: ``(family, nominal, met, retention, cost)``.
+
+        Ties go to the simpler family (a single model, then routing, then the cascade)."""
         quality = self.quality_target is not None
         target = float(self.quality_target if quality else self.cost_target)  # type: ignore[arg-type]
-        value, met = nominal_for(target, honest["retention" if quality else "cost_ratio"], honest["grid"],
-                                 quality=quality)
-        g = int(np.flatnonzero(honest["grid"] == value)[0])
-        return value, met, float(honest["retention"][g]), float(honest["cost_ratio"][g])
+        names = self._family_names()
+        best: tuple[tuple[float, ...], int, float, bool, float, float] | None = None
+        for fam in range(2 if clustered_only else len(names)):
+            ret_f, cost_f = honest["retention"][fam], honest["cost_ratio"][fam]
+            if not np.all(np.isfinite(ret_f)):
+                continue
+            value, met = nominal_for(target, ret_f if quality else cost_f, honest["grid"], quality=quality)
+            g = int(np.flatnonzero(honest["grid"] == value)[0])
+            ret, cost = float(ret_f[g]), float(cost_f[g])
+            simpler = {0: 2.0, 1: 1.0}.get(fam, 0.0)
+            if quality:
+                key = (0.0, cost, -ret, simpler) if met else (1.0, -ret, cost, simpler)
+            else:
+                key = (0.0, -ret, cost, simpler) if met else (1.0, cost, -ret, simpler)
+            if best is None or key < best[0]:
+                best = (key, fam, value, met, ret, cost)
+        if best is None:
+            raise ConfigError("no family of plans could be calibrated on these records")
+        _, fam, value, met, ret, cost = best
+        return names[fam], value, met, ret, cost
+
+    def _honest_is_current(self) -> bool:
+        honest = getattr(self, "honest_", None)
+        _, quality = self._grid_values()
+        return (honest is not None and bool(honest["mode"][0]) == quality
+                and np.ndim(honest["retention"]) == 2 and len(honest["retention"]) == 2 + len(self.models_))
 
     def _resolve(self) -> None:
-        """(Re)choose the plan from the stored calibration data (after fit, retarget or a pool change)."""
-        _, quality = self._grid_values()
-        honest = getattr(self, "honest_", None)
-        if honest is None or bool(honest["mode"][0]) != quality:
-            honest = self.honest_ = self._honest_curve(self.calib_, self.n_clusters_)
-        nominal, met, h_ret, h_cost = self._nominal(honest)
+        """(Re)choose the plan from the stored calibration data (after fit, retarget or a pool change): the
+        family of plans and knob setting that meet the target most cheaply out of fold, then that family's
+        plan for the setting on all calibration prompts."""
+        if not self._honest_is_current():
+            self.honest_ = self._honest_curve(self.calib_, self.n_clusters_)
+        honest = self.honest_
+        assert honest is not None
+        family, nominal, met, h_ret, h_cost = self._pick(honest)
+        quality = self.quality_target is not None
         table = self._table(self.calib_, self.n_clusters_)
         n = float(len(self.calib_.labels))
         sa, sc = self._strong_acc(self.calib_), self._strong_cost(self.calib_)
-        sols = self._candidates(table, sc)
+        sols = self._family_solutions(table, sc, self._family_names().index(family))
         sol, _ = choose(sols, n=n, strong_acc=sa, strong_cost=sc,
                         quality_target=nominal if quality else None, cost_target=None if quality else nominal)
         self.first_ = sol.first
         self.tau_index_ = sol.tau_index
         self.ladders_ = [table.ladders[k][int(sol.first[k])] for k in range(self.n_clusters_)]
         in_sample = expectations(sol, n=n, strong_acc=sa, strong_cost=sc)
+        names = self._family_names()
+        families = {}
+        for fam, name in enumerate(names):
+            ret_f = honest["retention"][fam]
+            if np.all(np.isfinite(ret_f)):
+                g = int(np.flatnonzero(honest["grid"] == nominal_for(
+                    float(self.quality_target if quality else self.cost_target),  # type: ignore[arg-type]
+                    ret_f if quality else honest["cost_ratio"][fam], honest["grid"], quality=quality)[0])[0])
+                families[name] = {"retention": float(ret_f[g]), "cost_ratio": float(honest["cost_ratio"][fam, g])}
         self.expected_ = {
-            "target_met": met, "nominal_target": nominal,
+            "target_met": met, "nominal_target": nominal, "family": family, "families": families,
             "retention": h_ret, "accuracy": h_ret * sa, "cost_ratio": h_cost, "cost_per_query_usd": h_cost * sc,
             "escalation_rate": in_sample["escalation_rate"], "strong_call_share": in_sample["strong_call_share"],
             "in_sample": in_sample, "strongest_model": self.models_[self.strongest_],
             "strongest_accuracy": sa, "strongest_cost_per_query_usd": sc,
         }
         self.frontier_ = sorted(
-            ({"accuracy": s.hits / n, "cost_ratio": s.cost / n / sc if sc > 0 else float("nan")} for s in sols),
+            ({"accuracy": s.hits / n, "cost_ratio": s.cost / n / sc if sc > 0 else float("nan")}
+             for s in self._candidates(table, sc)),
             key=lambda d: d["cost_ratio"])
 
     def retarget(self, *, quality_target: float | None = None, cost_target: float | None = None) -> Cascade:
@@ -586,7 +668,7 @@ class Cascade:
         x = answer_features(query, answer.text, finish_reason=answer.finish_reason) + extra_features(
             prior=float(self.acc_table_[k, j]), global_prior=float(self.global_acc_[j]),
             answer_logfreq=self.answer_tables_[(k, j)].logfreq(fa), logprob_mean=answer.logprob_mean,
-            final=fa, history=hist)
+            final=fa, history=hist, text_logit=float(self.text_.score([answer.text])[0]))
         return float(self.qe_.predict(np.asarray(x, dtype=float))[0])
 
     def judge(self, query: str, answer: Answer, *, plan: Plan, tier: int, history: Sequence[Answer] = ()) -> Verdict:
@@ -630,7 +712,8 @@ class Cascade:
         lf = self._logfreq(labels, finals, self.answer_tables_)
         logprob = np.asarray(outcomes.logprob_mean, dtype=float)[:, cols]
         rows, models = np.repeat(np.arange(n), m), np.tile(np.arange(m), n)
-        args = (labels, feats, codes, lf, logprob, self.acc_table_, self.global_acc_)
+        text = self.text_.score([responses[i][j] or "" for i, j in zip(rows, models, strict=True)]).reshape(n, m)
+        args = (labels, feats, codes, lf, logprob, text, self.acc_table_, self.global_acc_)
         p0 = self.qe_.predict(self._rows(rows, models, *args)).reshape(n, m)
         p1 = None
         if self.max_depth >= 3 and m > 1:
@@ -706,6 +789,24 @@ class Cascade:
             })
         return rows
 
+    def qe_report(self, top: int = 8) -> dict[str, Any]:
+        """How well the quality estimator separates right from wrong answers, and what it leans on.
+
+        ``oof_auc``: per model, the AUC of its out-of-fold scores on the calibration answers (``None`` where
+        its answers are all right or all wrong); ``signals``: the ``top`` features by absolute standardised
+        weight; ``text``: whether the learned text signal is used, its regularisation and out-of-fold log-loss.
+        """
+        self._check_fitted()
+        d = self.calib_
+        auc = {}
+        for j, name in enumerate(self.models_):
+            ok = np.isfinite(d.p0[:, j]) & np.isfinite(d.correct[:, j])
+            auc[name] = _auc(d.correct[ok, j], d.p0[ok, j])
+        weights = self.qe_.weights()
+        signals = sorted(weights.items(), key=lambda kv: -abs(kv[1]))[:top]
+        return {"oof_auc": auc, "signals": [{"feature": f, "weight": w} for f, w in signals],
+                "text": {"used": self.text_.used, **dict(self.text_.report_)}}
+
     # ------------------------------------------------------------------ persistence
     def fingerprint(self) -> str:
         self._check_fitted()
@@ -780,6 +881,25 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return tuple(a) == tuple(b)
     return a is b or (type(a) is type(b) and a == b)
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
+    """Rank AUC (Mann-Whitney, ties averaged) of scores ``p`` for 0/1 labels ``y``; None if one class is absent."""
+    pos = y >= 0.5
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(p, kind="mergesort")
+    ranks = np.empty(len(p))
+    sp = p[order]
+    i = 0
+    while i < len(sp):  # average ranks over ties
+        j = i
+        while j + 1 < len(sp) and sp[j + 1] == sp[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def _vlogit(p: np.ndarray) -> np.ndarray:

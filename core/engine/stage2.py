@@ -26,7 +26,7 @@ from .features import FEATURE_NAMES
 
 EXTRA_NAMES: tuple[str, ...] = (
     "prior_logit", "global_logit", "answer_logfreq", "has_logprob", "logprob_mean",
-    "has_history", "n_comparable", "agrees", "agree_prior", "disagree_prior",
+    "has_history", "n_comparable", "agrees", "agree_prior", "disagree_prior", "text_logit",
 )
 QE_FEATURE_NAMES: tuple[str, ...] = FEATURE_NAMES + EXTRA_NAMES
 TOP_ANSWERS = 32
@@ -57,7 +57,7 @@ class AnswerTable:
 
 def extra_features(
     *, prior: float, global_prior: float, answer_logfreq: float, logprob_mean: float | None,
-    final: str | None, history: Sequence[tuple[str | None, float]],
+    final: str | None, history: Sequence[tuple[str | None, float]], text_logit: float = 0.0,
 ) -> list[float]:
     """The non-text part of a QE row. ``history`` holds ``(final_answer, prior)`` of earlier tiers."""
     has_lp = logprob_mean is not None and math.isfinite(logprob_mean)
@@ -68,7 +68,7 @@ def extra_features(
         logit(prior), logit(global_prior), answer_logfreq,
         1.0 if has_lp else 0.0, float(logprob_mean) if has_lp and logprob_mean is not None else 0.0,
         1.0 if history else 0.0, float(len(comparable)), 1.0 if agree else 0.0,
-        max(agree) if agree else 0.0, max(disagree) if disagree else 0.0,
+        max(agree) if agree else 0.0, max(disagree) if disagree else 0.0, text_logit,
     ]
 
 
@@ -116,7 +116,8 @@ class QualityEstimator:
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> QualityEstimator:
         if meta.get("features") != list(QE_FEATURE_NAMES):
-            raise ConfigError("the artifact's quality estimator uses another feature set")
+            raise ConfigError("the artifact's quality estimator reads another feature set (it was saved by another "
+                              "crescade version): fit the cascade again")
         self = cls(C=float(meta["C"]))
         d = len(QE_FEATURE_NAMES)
         for key in ("qe_mean", "qe_scale", "qe_coef"):
@@ -124,4 +125,106 @@ class QualityEstimator:
                 raise ConfigError(f"{key} has shape {arrays[key].shape}, expected ({d},)")
         self.mean_, self.scale_, self.coef_ = arrays["qe_mean"], arrays["qe_scale"], arrays["qe_coef"]
         self.intercept_ = float(meta["intercept"])
+        return self
+
+
+# ---------------------------------------------------------------------- the learned text signal
+TEXT_FEATURES = 2**16
+TEXT_TAIL = 1500  # characters of an answer's end that are read: where the conclusion is
+TEXT_C_GRID: tuple[float, ...] = (0.3, 1.0, 3.0)
+TEXT_HASHER_ID = "words-1-2/tail1500/murmur3-2^16/l2"
+
+
+def _tail(text: str) -> str:
+    return text[-TEXT_TAIL:].lower()
+
+
+def _hasher() -> Any:
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    return HashingVectorizer(n_features=TEXT_FEATURES, ngram_range=(1, 2), alternate_sign=False, norm="l2",
+                             preprocessor=_tail, token_pattern=r"(?u)\b\w+\b|[^\w\s]")
+
+
+def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+class TextScorer:
+    """A learned, model-agnostic reading of an answer's words: a logistic regression over hashed word 1–2-grams
+    of the answer's end (stateless hashing, so only the weights are stored), giving a logit that the quality
+    estimator takes as one feature.
+
+    :meth:`fit` chooses the regularisation from :data:`TEXT_C_GRID` -- or no text model at all, when none beats
+    the base rate -- by out-of-fold log-loss on the given folds, and returns the out-of-fold logits of the
+    training answers (what the quality estimator is trained on: the same kind of score a new answer gets).
+    """
+
+    def __init__(self, max_iter: int = 300) -> None:
+        self.max_iter = max_iter
+
+    def fit(self, texts: Sequence[str], y: np.ndarray, folds: np.ndarray) -> np.ndarray:
+        from sklearn.linear_model import LogisticRegression
+
+        yb = (np.asarray(y) >= 0.5).astype(int)
+        texts = list(texts)
+        x = _hasher().transform(texts)
+        base = float(yb.mean()) if len(yb) else 0.5
+        self.report_: dict[str, Any] = {"hasher": TEXT_HASHER_ID, "base_log_loss": _log_loss(yb, np.full(len(yb),
+                                                                                                            base))}
+        best: tuple[float, float | None, np.ndarray] = (self.report_["base_log_loss"], None, np.zeros(len(yb)))
+        losses = {}
+        if 0 < yb.sum() < len(yb) and len(np.unique(folds)) > 1 and any(t.strip() for t in texts):
+            for c in TEXT_C_GRID:
+                oof = np.zeros(len(yb))
+                for f in np.unique(folds):
+                    tr, te = folds != f, folds == f
+                    if yb[tr].min() == yb[tr].max():
+                        oof[te] = logit(float(yb[tr].mean()))
+                        continue
+                    clf = LogisticRegression(C=c, max_iter=self.max_iter, solver="liblinear")
+                    clf.fit(x[tr], yb[tr])
+                    oof[te] = clf.decision_function(x[te])
+                loss = _log_loss(yb, 1 / (1 + np.exp(-oof)))
+                losses[str(c)] = loss
+                if loss < best[0] - 1e-9:
+                    best = (loss, c, oof)
+        self.report_.update(oof_log_loss=losses, C=best[1], used=best[1] is not None)
+        if best[1] is None:  # no text model beats the base rate: the signal is off
+            self.coef_, self.intercept_ = np.zeros(TEXT_FEATURES), 0.0
+            return np.zeros(len(yb))
+        clf = LogisticRegression(C=best[1], max_iter=self.max_iter, solver="liblinear").fit(x, yb)
+        self.coef_ = clf.coef_[0].astype(np.float64)
+        self.intercept_ = float(clf.intercept_[0])
+        return best[2]
+
+    @property
+    def used(self) -> bool:
+        return bool(np.any(self.coef_))
+
+    def score(self, texts: Sequence[str]) -> np.ndarray:
+        """The text logit of each answer (0 for every answer when the signal is off)."""
+        if not hasattr(self, "coef_"):
+            raise NotFittedError("TextScorer is not fitted")
+        if not self.used:
+            return np.zeros(len(texts))
+        x = _hasher().transform(list(texts))
+        return np.asarray(x @ self.coef_ + self.intercept_, dtype=np.float64)
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return ({"hasher": TEXT_HASHER_ID, "intercept": self.intercept_, "report": self.report_},
+                {"text_coef": self.coef_})
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> TextScorer:
+        if meta.get("hasher") != TEXT_HASHER_ID:
+            raise ConfigError(f"the artifact's text signal uses hashing {meta.get('hasher')!r}, this crescade "
+                              f"{TEXT_HASHER_ID!r}: refit the cascade")
+        if arrays["text_coef"].shape != (TEXT_FEATURES,):
+            raise ConfigError(f"text_coef has shape {arrays['text_coef'].shape}, expected ({TEXT_FEATURES},)")
+        self = cls()
+        self.coef_ = arrays["text_coef"].astype(np.float64)
+        self.intercept_ = float(meta["intercept"])
+        self.report_ = dict(meta.get("report") or {})
         return self

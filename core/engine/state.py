@@ -19,7 +19,7 @@ from ..common.jsonsafe import json_safe
 from .calibrate import DEFAULT_THRESHOLDS, CalibrationData
 from .embed import CallableEmbedder, Embedder, TfidfSvdEmbedder, as_embedder
 from .pricing import ModelCard
-from .stage2 import AnswerTable, QualityEstimator
+from .stage2 import AnswerTable, QualityEstimator, TextScorer
 
 __all__ = ["CascadeState", "Codec"]
 
@@ -131,6 +131,20 @@ def _qe() -> Codec:
     return Codec(dump, lambda name, meta, arrays, ctx: QualityEstimator.from_state(meta[name], arrays))
 
 
+def _text() -> Codec:
+    def dump(name: str, t: TextScorer) -> tuple[Meta, Arrays]:
+        meta, arrays = t.get_state()
+        return {name: meta}, arrays
+
+    def load(name: str, meta: Meta, arrays: Arrays, ctx: Meta) -> TextScorer:
+        if name not in meta:
+            raise ArtifactError("this artifact was saved by an older crescade whose quality estimator has no text "
+                                "signal: fit the cascade again with this version")
+        return TextScorer.from_state(meta[name], arrays)
+
+    return Codec(dump, load)
+
+
 _DERIVED = Codec(lambda name, v: ({}, {}), lambda name, meta, arrays, ctx: None)
 """Not persisted: recomputed from the rest when the plan is re-solved."""
 
@@ -155,6 +169,8 @@ class CascadeState:
     embedder: Embedder = field(metadata=_codec(_embedder()))
     qe: QualityEstimator = field(metadata=_codec(_qe()))
     """The Stage-2 quality estimator."""
+    text: TextScorer = field(metadata=_codec(_text()))
+    """The learned text signal the quality estimator reads (hashed word n-grams of the answer)."""
     acc_table: np.ndarray = field(metadata=_codec(_array()))
     """[k, m] accuracy per cluster and model, shrunk toward the model's global accuracy."""
     count_table: np.ndarray = field(metadata=_codec(_array()))

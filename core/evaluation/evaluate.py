@@ -54,7 +54,7 @@ __all__ = ["CPT_LEVELS", "POINT_METRICS", "EvalReport", "PolicyReport", "beats_b
 POINT_METRICS: tuple[str, ...] = (
     "accuracy", "retention", "cost_ratio", "usd_per_1k", "escalation_rate", "strong_call_share")
 CPT_LEVELS: tuple[int, ...] = (50, 80, 95)
-DEFAULT_SWEEP = np.round(np.arange(0.85, 1.051, 0.005), 3)
+DEFAULT_SWEEP = np.round(np.arange(0.85, 1.0001, 0.005), 3)
 CASCADES = ("crescade", "stage1-only", "stage2-only")
 BASELINE_KINDS = ("cascade", "router", "single", "mix")
 
@@ -385,7 +385,7 @@ def _cascade_policy(ctx: _Ctx, name: str, kw: dict[str, Any], sweep: list[float]
         cal_at[t] = _point(run, ctx.ref, t)
     info = {"params": {k: v for k, v in kw.items() if k != "embedder"}, "fit_seconds": fit_s,
             "n_clusters": getattr(fitted, "n_clusters_", None),
-            "train_expected": copy.deepcopy(fitted.expected_)}
+            "train_expected": copy.deepcopy(fitted.expected_), "quality_estimator": fitted.qe_report()}
     calibrated = _Run.of_replay(fitted.replay(ctx.test))
     return _policy(name, "cascade", calibrated, ctx.ref, curve, cal_at, info, ctx.quality_target)
 

@@ -41,7 +41,7 @@ SHARED_RECORDS = Path("shared") / "data" / "routerbench-3task.csv.gz"
 DEFAULT_DEMO_DIR = "crescade-demo"
 DEFAULT_QUALITY_TARGET = 0.98
 #: The demo draws the cascades' cost-quality curves at 14 knob values (``evaluate``'s default is finer).
-DEMO_SWEEP = tuple(round(0.9 + 0.01 * i, 2) for i in range(14))
+DEMO_SWEEP = tuple(round(0.9 + 0.01 * i, 2) for i in range(11))
 
 
 class CLIError(CrescadeError):
@@ -203,9 +203,24 @@ def _target_line(cascade: Cascade, expected: dict[str, Any]) -> str:
     return f"target: keep at least {_pct(cascade.quality_target)} of {strongest}'s accuracy: {verdict}"
 
 
+_FAMILY_TEXT = {"cascade": "the full cascade (route, then escalate on the quality estimator's verdict)",
+                "route": "routing only (each cluster to one model, no escalation)"}
+
+
+def _family_line(expected: dict[str, Any]) -> list[str]:
+    family = expected.get("family")
+    if not isinstance(family, str):
+        return []
+    text = (_FAMILY_TEXT.get(family) or (f"one model for everything: {family.split(':', 1)[1]}"
+                                         if family.startswith("single:") else family))
+    return [f"  plan family         {text}; chosen on out-of-fold data among the full cascade, routing "
+            "only and each single model"]
+
+
 def _expected_lines(expected: dict[str, Any]) -> list[str]:
     strongest = expected.get("strongest_model", "strongest")
     return [
+        *_family_line(expected),
         f"  accuracy            {_num(expected.get('accuracy'))}"
         f"   ({strongest} alone: {_num(expected.get('strongest_accuracy'))})",
         f"  retention           {_pct(expected.get('retention'))} of {strongest}'s accuracy",
@@ -217,6 +232,16 @@ def _expected_lines(expected: dict[str, Any]) -> list[str]:
     ]
 
 
+def _qe_lines(report: dict[str, Any]) -> list[str]:
+    aucs = ", ".join(f"{m} {_num(a)}" if a is not None else f"{m} -" for m, a in report["oof_auc"].items())
+    signals = ", ".join(f"{s['feature']} {s['weight']:+.2f}" for s in report["signals"][:5])
+    text = report["text"]
+    used = (f"on (C={text.get('C')})" if text.get("used") else "off (no better than the base rate out of fold)")
+    return [f"  QE out-of-fold AUC  {aucs}",
+            f"  QE leans on         {signals}",
+            f"  QE text signal      {used}"]
+
+
 def _print_calibration(cascade: Cascade, outcomes: Outcomes, rows: str, out: str) -> None:
     exp = dict(cascade.expected_)
     print(f"calibrated on {outcomes.n_prompts:,} prompts ({rows}) x {outcomes.n_models} models; "
@@ -224,6 +249,7 @@ def _print_calibration(cascade: Cascade, outcomes: Outcomes, rows: str, out: str
     print(_target_line(cascade, exp))
     print("expected (estimated on the calibration prompts):")
     print("\n".join(_expected_lines(exp)))
+    print("\n".join(_qe_lines(cascade.qe_report())))
     print(f"saved the cascade to {out}")
 
 
@@ -323,12 +349,13 @@ def cmd_report(args: argparse.Namespace) -> int:
                       "strongest_model": cascade.models_[cascade.strongest_],
                       "quality_target": cascade.quality_target, "cost_target": cascade.cost_target,
                       "n_clusters": cascade.n_clusters_, "calibration_prompts": len(ids),
-                      "expected": exp, "clusters": clusters}))
+                      "expected": exp, "quality_estimator": cascade.qe_report(), "clusters": clusters}))
         return 0
     print(f"{args.artifact}: {cascade.n_clusters_} clusters over {len(ids):,} calibration prompts, "
           f"{len(cascade.models_)} models")
     print(_target_line(cascade, exp))
     print("\n".join(_expected_lines(exp)))
+    print("\n".join(_qe_lines(cascade.qe_report())))
     for row in clusters:
         ladder = row["ladder"]
         threshold = f"{row['threshold']:.2f}" if len(ladder) > 1 else "- (no escalation)"
@@ -551,6 +578,14 @@ def _fraction(value: str) -> float:
     return x
 
 
+def _quality(value: str) -> float:
+    x = _fraction(value)
+    if x > 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1] of the strongest model's accuracy, "
+                                         f"such as 0.98, got {value!r}")
+    return x
+
+
 def _count(value: str) -> int:
     try:
         n = int(value)
@@ -594,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("records", metavar="RECORDS", help="record file (.csv, .jsonl, optionally .gz)")
     p.add_argument("--prices", metavar="P", help="prices JSON ({model: {input_per_mtok, output_per_mtok}})")
     knob = p.add_mutually_exclusive_group()
-    knob.add_argument("--quality-target", type=_fraction, metavar="Q",
+    knob.add_argument("--quality-target", type=_quality, metavar="Q",
                       help="keep this fraction of the strongest model's accuracy (default 0.98)")
     knob.add_argument("--cost-target", type=_fraction, metavar="C",
                       help="or spend at most this fraction of always-strongest")
@@ -608,7 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("evaluate", cmd_evaluate, "tune on the train split, report every metric and baseline on test")
     p.add_argument("records", metavar="RECORDS", help="record file with 'train' and 'test' splits")
     p.add_argument("--prices", metavar="P", help="prices JSON")
-    p.add_argument("--quality-target", type=_fraction, default=DEFAULT_QUALITY_TARGET, metavar="Q",
+    p.add_argument("--quality-target", type=_quality, default=DEFAULT_QUALITY_TARGET, metavar="Q",
                    help="the cascade's quality target (default 0.98)")
     p.add_argument("--drop-incomplete", action="store_true", help="drop prompts that lack some model")
     _add_cascade_options(p)
@@ -633,7 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: crescade's recorded run, else shared/data/routerbench-3task.csv.gz)")
     p.add_argument("--out", default=DEFAULT_DEMO_DIR, metavar="DIR",
                    help=f"output directory (default ./{DEFAULT_DEMO_DIR}/)")
-    p.add_argument("--quality-target", type=_fraction, default=DEFAULT_QUALITY_TARGET, metavar="Q",
+    p.add_argument("--quality-target", type=_quality, default=DEFAULT_QUALITY_TARGET, metavar="Q",
                    help="(default 0.98)")
     p.add_argument("--bootstrap", type=_count, default=1000, metavar="N", help="(default 1000)")
     p.add_argument("--live", action="store_true", help="instead: start the local models (crescade local install) "

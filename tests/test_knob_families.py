@@ -1,0 +1,81 @@
+"""The knob's safety net: plan families chosen on out-of-fold data, the whole range, small data."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from synthetic_records import make_cascade
+
+from crescade import Cascade, ConfigError, Outcomes
+from crescade.engine.calibrate import MIN_CLUSTER_SIZE
+
+TARGETS = (0.80, 0.90, 0.95, 0.97, 0.98, 0.99, 1.0)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_chosen_family_is_never_dominated_out_of_fold(cascade: Cascade, target: float) -> None:
+    """Property: no family of plans (full cascade, routing only, any single model) meets the target more
+    cheaply on the honest (cross-fitted) calibration curves than the one chosen."""
+    e = cascade.retarget(quality_target=target).expected_
+    families = e["families"]
+    assert set(families) == {"cascade", "route", *(f"single:{m}" for m in cascade.models_)}
+    assert e["family"] in families and e["target_met"]
+    chosen = families[e["family"]]
+    assert (chosen["retention"], chosen["cost_ratio"]) == (e["retention"], e["cost_ratio"])
+    assert chosen["retention"] >= target - 1e-9
+    for name, f in families.items():
+        if f["retention"] >= target - 1e-9:
+            assert chosen["cost_ratio"] <= f["cost_ratio"] + 1e-12, (name, f, e["family"], chosen)
+
+
+@pytest.mark.parametrize("budget", (0.05, 0.2, 0.5, 1.0))
+def test_budget_mode_picks_the_most_accurate_family_within_budget(cascade: Cascade, budget: float) -> None:
+    e = cascade.retarget(cost_target=budget).expected_
+    chosen = e["families"][e["family"]]
+    assert chosen["cost_ratio"] <= budget + 1e-9
+    for f in e["families"].values():
+        if f["cost_ratio"] <= budget + 1e-9:
+            assert chosen["retention"] >= f["retention"] - 1e-12
+
+
+def test_full_retention_is_always_reachable(cascade: Cascade, test_set: Outcomes) -> None:
+    """quality_target=1.0 is met on calibration data by construction (the strongest model alone is a candidate)."""
+    e = cascade.retarget(quality_target=1.0).expected_
+    assert e["target_met"] and e["retention"] >= 1.0 - 1e-9
+    res = cascade.retarget(quality_target=1.0).replay(test_set)
+    strong = float(np.mean(test_set.correct[:, cascade.strongest_]))
+    assert float(np.mean(res.correct)) >= strong - 0.05
+
+
+@pytest.mark.parametrize("kw", [{"quality_target": 1.01}, {"quality_target": 1.5}, {"quality_target": -0.1},
+                                {"quality_target": 0.0}, {"quality_target": None, "cost_target": 0.0}])
+def test_targets_out_of_range_are_clear_errors(cascade: Cascade, kw: dict[str, float]) -> None:
+    with pytest.raises(ConfigError, match=r"quality_target must be a fraction in \(0, 1\]|cost_target must be"):
+        cascade.retarget(**kw)
+
+
+def test_tiny_data_works_or_says_it_is_too_small(train: Outcomes) -> None:
+    with pytest.raises(ConfigError, match=r"too little data to calibrate: 9 prompts"):
+        Cascade(progress=False).fit(train.subset(np.arange(9)))
+    c = Cascade(progress=False).fit(train.subset(np.arange(12)))
+    assert c.n_clusters_ == 1
+    assert c.expected_["target_met"] and c.expected_["family"] in c.expected_["families"]
+    assert c.plan("anything at all").ladder  # it serves
+
+
+def test_number_of_clusters_follows_the_data_size(train: Outcomes) -> None:
+    n = 3 * MIN_CLUSTER_SIZE + 5
+    c = Cascade(cluster_grid=(1, 2, 3, 4, 8), n_folds=3, progress=False).fit(train.subset(np.arange(n)))
+    tried = [r["n_clusters"] for r in c.grid_report_]
+    assert tried == [1, 2, 3] and c.n_clusters_ in tried
+    # a fixed n_clusters is the user's choice and is kept
+    fixed = make_cascade(n_clusters=4).fit(train.subset(np.arange(n)))
+    assert fixed.n_clusters_ == 4
+
+
+def test_knob_is_monotone_across_families(cascade: Cascade) -> None:
+    targets = np.round(np.arange(0.5, 1.0001, 0.01), 3)
+    costs = [cascade.retarget(quality_target=q).expected_["cost_ratio"] for q in targets]
+    assert all(b >= a - 1e-12 for a, b in itertools.pairwise(costs))
