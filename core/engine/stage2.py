@@ -13,6 +13,7 @@ The classifier is a standardised logistic regression: calibrated probabilities, 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -139,7 +140,9 @@ def _tail(text: str) -> str:
     return text[-TEXT_TAIL:].lower()
 
 
+@functools.lru_cache(maxsize=1)
 def _hasher() -> Any:
+    """The (stateless, thread-safe) hashing vectorizer, built once per process."""
     from sklearn.feature_extraction.text import HashingVectorizer
 
     return HashingVectorizer(n_features=TEXT_FEATURES, ngram_range=(1, 2), alternate_sign=False, norm="l2",
