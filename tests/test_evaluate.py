@@ -11,7 +11,7 @@ import pytest
 
 from crescade.common.errors import ConfigError, PoolError
 from crescade.engine.records import Outcomes, Record
-from crescade.evaluation.baselines import KnnRouter, mix_for_quality, random_mix, single_model
+from crescade.evaluation.baselines import KnnRouter, LearnedRouter, mix_for_quality, random_mix, single_model
 from crescade.evaluation.evaluate import POINT_METRICS, EvalReport, beats_baselines, evaluate
 from crescade.evaluation.metrics import ndch
 
@@ -79,6 +79,30 @@ def test_knn_router_learns_topics(data: tuple[Outcomes, Outcomes]) -> None:
     assert set(np.unique(c0)) <= {0, 1, 2}
     lam = knn.calibrate(0.95)
     assert lam >= 0.0
+
+
+def test_learned_router_learns_topics(data: tuple[Outcomes, Outcomes]) -> None:
+    train, test = data
+    router = LearnedRouter(C_grid=(0.1, 10.0), n_folds=3).fit(train)
+    assert router.C_ in (0.1, 10.0)
+    acc, cost = router.estimate(test.prompts)
+    assert acc.shape == cost.shape == (test.n_prompts, 3) and ((acc > 0) & (acc < 1)).all()
+    is_math = np.array([t == "math" for t in test.tasks])
+    small = router.models_.index("small")
+    assert acc[~is_math, small].mean() > acc[is_math, small].mean() + 0.2  # it learned where small is weak
+    (_, _, chosen), = router.curve(test, [0.5])
+    assert (chosen[~is_math] == small).mean() > 0.8 and (chosen[is_math] != small).mean() > 0.8
+    oof, _ = router.loo_estimate()
+    assert oof.shape == train.correct.shape
+    assert router.calibrate(0.95) >= 0.0 and router.calibrate(0.5) >= router.calibrate(0.99)
+
+
+def test_evaluate_reports_the_learned_router_up_to_always_strongest(report: EvalReport) -> None:
+    learned = next(p for p in report.policies if p.name == "learned-router")
+    assert learned.kind == "router" and learned.info["C"] > 0
+    strongest = next(p for p in report.policies if p.kind == "single" and p.point["retention"] == 1.0)
+    assert learned.curve[-1]["cost_ratio"] == pytest.approx(strongest.point["cost_ratio"])
+    assert learned.cost_at[0.99] is not None  # the sweep reaches every level any single model reaches
 
 
 def test_knn_router_errors(data: tuple[Outcomes, Outcomes]) -> None:

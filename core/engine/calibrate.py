@@ -33,6 +33,7 @@ class CalibrationData:
     p0: np.ndarray          # [n, m] out-of-fold QE score of the model's answer, no history
     p1: np.ndarray | None   # [n, m, m] QE score of answer j given the answer of model `prev` (depth 3)
     folds: np.ndarray       # [n] cross-fitting fold of each prompt
+    unfamiliar: np.ndarray | None = None  # [n] served by the plan for unfamiliar queries (replayed records only)
 
 
 @dataclass

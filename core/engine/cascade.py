@@ -87,6 +87,11 @@ class Cascade:
         includes structured output) is judged: ``"accept"`` it (the estimator is trained on prose and
         cannot read a tool call; invalid calls always escalate, in the dispatch loop) or ``"judge"`` it
         like text.
+    unfamiliar: what a query unlike every calibration cluster gets (its similarity to the nearest centroid
+        below ``unfamiliar_threshold_``, half the 1st percentile of the calibration prompts' own): the
+        ``"general"`` plan (the cheapest single ladder that meets the knob on all calibration prompts taken
+        as one cluster), the ``"strongest"`` model, or the ``"nearest"`` cluster's plan regardless. The plan's
+        ``unfamiliar`` flag and reason, and so the response's account, say so.
     """
 
     def __init__(
@@ -95,7 +100,9 @@ class Cascade:
         shrinkage: float = 10.0, max_depth: int = 3,
         threshold_mode: Literal["global", "per_cluster"] = "global", start_model: str | None = None,
         n_folds: int = 5, embedder: Any = None, qe_C: float = 1.0,
-        tool_calls: Literal["accept", "judge"] = "accept", random_state: int = 0, progress: bool = True,
+        tool_calls: Literal["accept", "judge"] = "accept",
+        unfamiliar: Literal["general", "nearest", "strongest"] = "general", random_state: int = 0,
+        progress: bool = True,
     ) -> None:
         self.quality_target = quality_target
         self.cost_target = cost_target
@@ -109,6 +116,7 @@ class Cascade:
         self.embedder = embedder
         self.qe_C = qe_C
         self.tool_calls = tool_calls
+        self.unfamiliar = unfamiliar
         self.random_state = random_state
         self.progress = progress
 
@@ -156,6 +164,8 @@ class Cascade:
             raise ConfigError(f"cluster_grid must hold positive ints, got {self.cluster_grid!r}")
         if self.max_depth not in (1, 2, 3):
             raise ConfigError(f"max_depth must be 1, 2 or 3, got {self.max_depth!r}")
+        if self.unfamiliar not in ("general", "nearest", "strongest"):
+            raise ConfigError(f"unfamiliar must be 'general', 'nearest' or 'strongest', got {self.unfamiliar!r}")
         if self.tool_calls not in ("accept", "judge"):
             raise ConfigError(f"tool_calls must be 'accept' or 'judge', got {self.tool_calls!r}")
         if self.threshold_mode not in ("global", "per_cluster"):
@@ -233,6 +243,8 @@ class Cascade:
             bar.update(1)
             latency = np.asarray(outcomes.latency_s, dtype=float)
             self.latency_table_ = cluster_means(latency, self.calib_.labels, self.n_clusters_)
+            own = (emb @ self.centroids_.T)[np.arange(n), self.calib_.labels]
+            self.unfamiliar_threshold_ = float(0.5 * np.quantile(own, 0.01))
             self._resolve()
             bar.update(3)
         return self
@@ -505,10 +517,30 @@ class Cascade:
             "in_sample": in_sample, "strongest_model": self.models_[self.strongest_],
             "strongest_accuracy": sa, "strongest_cost_per_query_usd": sc,
         }
+        self.general_ladder_, self.general_tau_index_ = self._general_plan()
         self.frontier_ = sorted(
             ({"accuracy": s.hits / n, "cost_ratio": s.cost / n / sc if sc > 0 else float("nan")}
              for s in self._candidates(table, sc)),
             key=lambda d: d["cost_ratio"])
+
+    def _general_plan(self) -> tuple[list[int], int]:
+        """The plan for unfamiliar queries: all calibration prompts as one cluster, the cheapest ladder (or
+        single model) that meets the knob there; ``([strongest], 0)`` under ``unfamiliar="strongest"``."""
+        if self.unfamiliar == "strongest":
+            return [self.strongest_], 0
+        d = self.calib_
+        one = CalibrationData(labels=np.zeros(len(d.labels), dtype=np.int64), correct=d.correct, cost=d.cost,
+                              p0=d.p0, p1=d.p1, folds=d.folds)
+        acc, _, _ = shrunk_accuracy(d.correct, one.labels, 1, self.shrinkage)
+        start = self.models_.index(self.start_model) if self.start_model is not None else None
+        table = simulate(one, acc, cluster_means(d.cost, one.labels, 1), DEFAULT_THRESHOLDS, self.max_depth,
+                         self.strongest_, start)
+        sa, sc = self._strong_acc(d), self._strong_cost(d)
+        sols = candidates(table, per_cluster_threshold=False, cost_scale=max(sc, 1e-12))
+        sols += [s for j in range(len(self.models_)) for s in single_model(table, j)]
+        sol, _ = choose(sols, n=float(len(d.labels)), strong_acc=sa, strong_cost=sc,
+                        quality_target=self.quality_target, cost_target=self.cost_target)
+        return list(table.ladders[0][int(sol.first[0])]), int(sol.tau_index[0])
 
     def retarget(self, *, quality_target: float | None = None, cost_target: float | None = None) -> Cascade:
         """A copy of this fitted cascade tuned to another knob value, without refitting anything."""
@@ -631,32 +663,53 @@ class Cascade:
             raise PoolError(f"model {name!r} is not in the cascade's pool {self.models_}") from None
 
     def cluster_of(self, queries: Sequence[str]) -> np.ndarray:
-        self._check_fitted()
-        return assign(self.embedder_.embed(list(queries)), self.centroids_)
+        """The nearest cluster of each query."""
+        return self._route(queries)[0]
 
-    def _plan_for(self, k: int, min_model: str | None) -> Plan:
-        ladder = list(self.ladders_[k])
-        tau = float(DEFAULT_THRESHOLDS[int(self.tau_index_[k])])
-        reason = f"cluster {k}: routed to {self.models_[ladder[0]]}"
+    def _route(self, queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The nearest cluster of each query, and whether the query is unfamiliar (see ``unfamiliar``)."""
+        self._check_fitted()
+        sims = self.embedder_.embed(list(queries)) @ self.centroids_.T
+        labels = np.asarray(np.argmax(sims, axis=1), dtype=np.int64)
+        best = sims[np.arange(len(labels)), labels]
+        unfamiliar = (best < self.unfamiliar_threshold_) if self.unfamiliar != "nearest" \
+            else np.zeros(len(labels), dtype=bool)
+        return labels, unfamiliar
+
+    def _plan_for(self, k: int, min_model: str | None, unfamiliar: bool = False) -> Plan:
+        if unfamiliar:
+            ladder, tau_i = list(self.general_ladder_), self.general_tau_index_
+            acc_row, cost_row = self.global_acc_, cluster_means(self.calib_.cost, np.zeros(
+                len(self.calib_.labels), dtype=np.int64), 1)[0]
+            what = "the strongest model" if self.unfamiliar == "strongest" else "the general plan"
+            reason = (f"unfamiliar query (unlike every calibration cluster; nearest: {k}): {what}, routed to "
+                      f"{self.models_[ladder[0]]}")
+        else:
+            ladder, tau_i = list(self.ladders_[k]), int(self.tau_index_[k])
+            acc_row, cost_row = self.acc_table_[k], self.cost_table_[k]
+            reason = f"cluster {k}: routed to {self.models_[ladder[0]]}"
+        first = ladder[0]
+        tau = float(DEFAULT_THRESHOLDS[tau_i])
         if min_model is not None:
             j = self._model_index(min_model)
             if j in ladder:
                 ladder = ladder[ladder.index(j):]
-            elif self.acc_table_[k, j] >= self.acc_table_[k, ladder[0]]:
-                ladder = efficient_ladder(j, self.acc_table_[k], self.cost_table_[k], self.max_depth)
-            if ladder[0] != self.ladders_[k][0]:
+            elif acc_row[j] >= acc_row[ladder[0]]:
+                ladder = efficient_ladder(j, acc_row, cost_row, self.max_depth)
+            if ladder[0] != first:
                 reason += f", raised to {self.models_[ladder[0]]} (conversation floor {min_model})"
         names = tuple(self.models_[j] for j in ladder)
         thresholds = tuple([tau] * (len(names) - 1) + [0.0])
-        return Plan(cluster=k, ladder=names, thresholds=thresholds, reason=reason)
+        return Plan(cluster=k, ladder=names, thresholds=thresholds, reason=reason, unfamiliar=unfamiliar)
 
     def plan(self, query: str, *, min_model: str | None = None) -> Plan:
         """The cluster of ``query`` and the ladder of models to try (pure, thread-safe)."""
-        k = int(self.cluster_of([query])[0])
-        return self._plan_for(k, min_model)
+        labels, unfamiliar = self._route([query])
+        return self._plan_for(int(labels[0]), min_model, bool(unfamiliar[0]))
 
     def plan_batch(self, queries: Sequence[str]) -> list[Plan]:
-        return [self._plan_for(int(k), None) for k in self.cluster_of(queries)]
+        labels, unfamiliar = self._route(queries)
+        return [self._plan_for(int(k), None, bool(u)) for k, u in zip(labels, unfamiliar, strict=True)]
 
     def _score(self, query: str, answer: Answer, k: int, history: Sequence[Answer]) -> float:
         j = self._model_index(answer.model)
@@ -703,7 +756,7 @@ class Cascade:
                 raise PoolError(f"the records lack model {name!r} of the cascade's pool")
             cols.append(outcomes.models.index(name))
         n, m = outcomes.n_prompts, len(cols)
-        labels = self.cluster_of(outcomes.prompts)
+        labels, unfamiliar = self._route(outcomes.prompts)
         responses = [[row[c] for c in cols] for row in outcomes.responses]
         finish = [[row[c] for c in cols] for row in outcomes.finish_reason]
         feats = self._text_features(outcomes.prompts, responses, finish)
@@ -724,7 +777,7 @@ class Cascade:
             p1[r3[sel], j3[sel], q3[sel]] = self.qe_.predict(self._rows(r3[sel], j3[sel], *args, q3[sel]))
         scores = CalibrationData(labels=labels, correct=np.asarray(outcomes.correct, float)[:, cols],
                                  cost=np.asarray(outcomes.cost, float)[:, cols], p0=p0, p1=p1,
-                                 folds=np.zeros(n, dtype=np.int64))
+                                 folds=np.zeros(n, dtype=np.int64), unfamiliar=unfamiliar)
         cache[outcomes] = scores
         return scores
 
@@ -739,12 +792,14 @@ class Cascade:
                            routed=np.zeros(n, dtype=np.int64), cluster=s.labels, calls=np.zeros(n, dtype=np.int64),
                            escalated=np.zeros(n, dtype=bool), strong_call=np.zeros(n, dtype=bool),
                            called=np.zeros((n, len(self.models_)), dtype=bool), last_tier=np.zeros(n, dtype=bool))
-        for k in range(self.n_clusters_):
-            r = np.flatnonzero(s.labels == k)
+        unfamiliar = s.unfamiliar if s.unfamiliar is not None else np.zeros(n, dtype=bool)
+        groups = [(np.flatnonzero((s.labels == k) & ~unfamiliar), self.ladders_[k], int(self.tau_index_[k]))
+                  for k in range(self.n_clusters_)]
+        groups.append((np.flatnonzero(unfamiliar), self.general_ladder_, self.general_tau_index_))
+        for r, ladder, tau_i in groups:
             if len(r) == 0:
                 continue
-            ladder = self.ladders_[k]
-            tau = float(DEFAULT_THRESHOLDS[int(self.tau_index_[k])])
+            tau = float(DEFAULT_THRESHOLDS[tau_i])
             pending = np.ones(len(r), dtype=bool)
             out.routed[r] = ladder[0]
             for tier, j in enumerate(ladder):

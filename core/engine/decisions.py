@@ -21,6 +21,9 @@ class Plan:
     ladder: tuple[str, ...]
     thresholds: tuple[float, ...]
     reason: str = ""
+    unfamiliar: bool = False
+    """The query is unlike every calibration cluster: the plan is the cascade's policy for such queries
+    (``Cascade(unfamiliar=...)``) and ``cluster`` is only the nearest one."""
 
     @property
     def routed_model(self) -> str:

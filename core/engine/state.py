@@ -200,6 +200,12 @@ class CascadeState:
     """What the plan is expected to achieve (honest retention, cost ratio, escalation rate, ...)."""
     frontier: list[dict[str, float]] = field(metadata=_codec(_DERIVED), default_factory=list)
     """Every candidate plan's in-sample accuracy and cost ratio (derived)."""
+    unfamiliar_threshold: float = field(metadata=_codec(_json(float, default=lambda: 0.0)), default=0.0)
+    """Similarity to the nearest centroid below which a query counts as unfamiliar."""
+    general_ladder: list[int] = field(metadata=_codec(_DERIVED), default_factory=list)
+    """The ladder unfamiliar queries get (derived from the calibration data and the knob)."""
+    general_tau_index: int = field(metadata=_codec(_DERIVED), default=0)
+    """Its gate threshold index (derived)."""
 
     def check(self) -> None:
         """Raise :class:`ArtifactError` unless the fields fit together (shapes, indices, coverage)."""

@@ -1,4 +1,5 @@
-"""Baseline policies for the replay evaluation: a kNN router (RouterBench-style), single models and
+"""Baseline policies for the replay evaluation: a kNN router (RouterBench-style), a learned router
+(RouteLLM/RouterDC-style: P(correct | query) per model from the query embedding), single models and
 input-independent random mixing of models (RouterBench's Zero router).
 
 Every policy yields per-prompt arrays on recorded outcomes: the correctness and the cost of the answer
@@ -19,7 +20,7 @@ from ..engine.embed import TfidfSvdEmbedder, as_embedder
 from ..engine.records import Outcomes
 from .metrics import zero_router
 
-__all__ = ["DEFAULT_LAMBDAS", "KnnRouter", "mix_for_quality", "random_mix", "single_model"]
+__all__ = ["DEFAULT_LAMBDAS", "KnnRouter", "LearnedRouter", "mix_for_quality", "random_mix", "single_model"]
 
 # λ grid for the kNN router: cost is normalised by the strongest model's mean cost, quality is in [0, 1].
 DEFAULT_LAMBDAS = np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 97)])
@@ -151,6 +152,78 @@ class KnnRouter:
         if best is None:
             raise ConfigError("lambdas must not be empty")
         return best[1]
+
+
+class LearnedRouter(KnnRouter):
+    """Predictive router with a learned quality model: per model, a logistic regression of P(correct) on the
+    query embedding (the RouteLLM/RouterDC family, without a neural encoder), its cost the model's mean
+    train cost; it picks ``argmax(P̂ − λ·cost / strong_cost)`` like :class:`KnnRouter`, whose λ sweep and
+    calibration it shares. Calibration reads out-of-fold estimates (``n_folds`` folds) instead of
+    leave-one-out, and the regularisation ``C`` is chosen from ``C_grid`` by out-of-fold log-loss.
+    """
+
+    def __init__(self, embedder: Any = None, *, C_grid: Sequence[float] = (0.1, 1.0, 10.0), n_folds: int = 5,
+                 random_state: int = 0) -> None:
+        super().__init__(k=1, embedder=embedder)
+        self.C_grid = C_grid
+        self.n_folds = n_folds
+        self.random_state = random_state
+
+    def fit(self, outcomes: Outcomes) -> LearnedRouter:
+        """Embed the train prompts, choose C out of fold, fit one classifier per model."""
+        super().fit(outcomes)
+        n, m = self.correct_.shape
+        folds = np.random.default_rng(self.random_state).permutation(n) % max(2, min(self.n_folds, n))
+        best: tuple[float, float, np.ndarray] | None = None
+        for c in self.C_grid:
+            oof = np.empty((n, m))
+            for f in np.unique(folds):
+                tr, te = folds != f, folds == f
+                oof[te] = self._fit_predict(self.embeddings_[tr], self.correct_[tr], self.embeddings_[te], c)
+            p = np.clip(oof, 1e-6, 1 - 1e-6)
+            loss = float(-np.mean(self.correct_ * np.log(p) + (1 - self.correct_) * np.log(1 - p)))
+            if best is None or loss < best[0]:
+                best = (loss, float(c), oof)
+        if best is None:
+            raise ConfigError("C_grid must not be empty")
+        self.C_, self._oof = best[1], best[2]
+        self.cost_means_ = self.cost_.mean(axis=0)
+        self._models = [self._fit_one(self.embeddings_, self.correct_[:, j], self.C_) for j in range(m)]
+        return self
+
+    @staticmethod
+    def _fit_one(x: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, float] | float:
+        """Weights and intercept, or a constant probability when the labels are all equal."""
+        from sklearn.linear_model import LogisticRegression
+
+        yb = (y >= 0.5).astype(int)
+        if yb.min() == yb.max():
+            return float(yb[0])
+        clf = LogisticRegression(C=c, max_iter=500).fit(x, yb)
+        return clf.coef_[0].astype(np.float64), float(clf.intercept_[0])
+
+    @classmethod
+    def _fit_predict(cls, x: np.ndarray, y: np.ndarray, q: np.ndarray, c: float) -> np.ndarray:
+        return np.column_stack([cls._apply(cls._fit_one(x, y[:, j], c), q) for j in range(y.shape[1])])
+
+    @staticmethod
+    def _apply(model: tuple[np.ndarray, float] | float, q: np.ndarray) -> np.ndarray:
+        if isinstance(model, float):
+            return np.full(len(q), model)
+        w, b = model
+        return 1.0 / (1.0 + np.exp(-np.clip(q @ w + b, -40, 40)))
+
+    def estimate(self, prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Learned ``(P(correct)[n, m], cost[n, m])`` for new prompts."""
+        self._check()
+        q = _l2_rows(np.asarray(self.embedder_.embed(list(prompts)), dtype=np.float64))
+        acc = np.column_stack([self._apply(mdl, q) for mdl in self._models])
+        return acc, np.broadcast_to(self.cost_means_, acc.shape).copy()
+
+    def loo_estimate(self) -> tuple[np.ndarray, np.ndarray]:
+        """Out-of-fold estimates for the train prompts (what :meth:`calibrate` reads)."""
+        self._check()
+        return self._oof, np.broadcast_to(self.cost_means_, self._oof.shape).copy()
 
 
 def single_model(outcomes: Outcomes, j: int) -> PolicyArrays:

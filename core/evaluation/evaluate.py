@@ -2,8 +2,10 @@
 
 Every policy is fitted on the train outcomes only and replayed on the test outcomes. Policies:
 crescade (the full cascade), a Stage-1-only cluster router (``max_depth=1``), a Stage-2-only cascade
-(FrugalGPT-style: one cluster, cheapest model → quality estimator → strongest), a kNN router, every
-single model, random mixing (RouterBench's Zero router) and the per-prompt oracle.
+(FrugalGPT-style: one cluster, cheapest model → quality estimator → strongest), a kNN router, a learned
+router (per model, logistic P(correct | query embedding), RouteLLM/RouterDC-style), every single model,
+random mixing (RouterBench's Zero router) and the per-prompt oracle. The routers' λ sweeps end at
+always-strongest, the top of any router's range.
 
 Conventions (also written into :attr:`EvalReport.meta`):
 
@@ -46,7 +48,7 @@ from ..common.jsonsafe import json_safe
 from ..common.progress import Progress
 from ..engine.cascade import Cascade, ReplayResult
 from ..engine.records import Outcomes
-from .baselines import DEFAULT_LAMBDAS, KnnRouter, mix_for_quality, random_mix, single_model
+from .baselines import DEFAULT_LAMBDAS, KnnRouter, LearnedRouter, mix_for_quality, random_mix, single_model
 from .metrics import aiq, apgr, bootstrap_indices, cost_at_quality, cpt, ndch, oracle
 
 __all__ = ["CPT_LEVELS", "POINT_METRICS", "EvalReport", "PolicyReport", "beats_baselines", "evaluate"]
@@ -306,6 +308,7 @@ def evaluate(
     fitted: dict[str, Cascade] = {}
     policies = [_cascade_policy(ctx, pname, kw, sweep, fitted) for pname, kw in variants.items()]
     policies.append(_knn_policy(ctx, knn_k, base.get("embedder"), [float(v) for v in lambdas]))
+    policies.append(_learned_policy(ctx, base.get("embedder"), [float(v) for v in lambdas]))
     policies += _single_policies(ctx)
     policies.append(_mix_policy(ctx))
     policies.append(_oracle_policy(ctx))
@@ -394,12 +397,26 @@ def _knn_policy(ctx: _Ctx, k: int, embedder: Any, lams: list[float]) -> tuple[Po
     """λ sweep on test; the calibrated λ of each target is chosen on train (leave-one-out)."""
     t0 = time.perf_counter()
     knn = KnnRouter(k=k, embedder=embedder).fit(ctx.train)
-    fit_s = time.perf_counter() - t0
-    runs = [_Run.routed(c, cost, j == ctx.strongest) for c, cost, j in knn.curve(ctx.test, lams)]
+    return _router_policy(ctx, "knn", knn, lams, {"k": k}, time.perf_counter() - t0)
+
+
+def _learned_policy(ctx: _Ctx, embedder: Any, lams: list[float]) -> tuple[PolicyReport, _Run]:
+    """The learned router: λ sweep on test, λ per target chosen on train out of fold."""
+    t0 = time.perf_counter()
+    router = LearnedRouter(embedder=embedder).fit(ctx.train)
+    return _router_policy(ctx, "learned-router", router, lams, {"C": router.C_}, time.perf_counter() - t0)
+
+
+def _router_policy(ctx: _Ctx, name: str, router: KnnRouter, lams: list[float], info: dict[str, Any],
+                   fit_s: float) -> tuple[PolicyReport, _Run]:
+    """A predictive router's λ sweep on test, ending at always-strongest (the top of any router's range)."""
+    runs = [_Run.routed(c, cost, j == ctx.strongest) for c, cost, j in router.curve(ctx.test, lams)]
     curve = [_point(r, ctx.ref, lam) for r, lam in zip(runs, lams, strict=True)]
+    c, cost, _ = single_model(ctx.test, ctx.strongest)
+    curve.append(_point(_Run.routed(c, cost, np.ones(len(c))), ctx.ref))  # no knob: the strongest alone
 
     def at(q: float) -> tuple[float, _Run]:
-        lam = knn.calibrate(q, lams)
+        lam = router.calibrate(q, lams)
         return lam, runs[lams.index(lam)]
 
     cal_at = {}
@@ -407,8 +424,8 @@ def _knn_policy(ctx: _Ctx, k: int, embedder: Any, lams: list[float]) -> tuple[Po
         lam, run = at(t)
         cal_at[t] = _point(run, ctx.ref, lam)
     lam0, run0 = at(ctx.quality_target)
-    return _policy("knn", "router", run0, ctx.ref, curve, cal_at,
-                   {"k": k, "lambda": lam0, "fit_seconds": fit_s}, lam0)
+    return _policy(name, "router", run0, ctx.ref, curve, cal_at,
+                   {**info, "lambda": lam0, "fit_seconds": fit_s}, lam0)
 
 
 def _single_policies(ctx: _Ctx) -> list[tuple[PolicyReport, _Run]]:

@@ -190,6 +190,8 @@ class DispatchResult:
             "answering_tier": self.attempts[-1].tier if self.attempts else None,
             "escalated": self.escalated,
             "reason": self.reason,
+            "route": self.plan.reason,
+            "unfamiliar": self.plan.unfamiliar,
             "ladder": list(self.plan.ladder),
             "tiers": [
                 a.to_dict(thresholds[a.tier] if a.tier < len(thresholds) else None) for a in self.attempts

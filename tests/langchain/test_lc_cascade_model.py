@@ -173,9 +173,9 @@ def test_structured_output_that_fails_to_parse_escalates(make_model: Make) -> No
     assert acc["tiers"][0]["model"] == "cheap" and acc["tiers"][0]["reason"].startswith("invalid tool call: ")
 
 
-def test_tools_are_bound_on_every_tier(make_model: Make) -> None:
+def test_tools_are_bound_on_every_tier(make_model: Make, queries: dict[str, str]) -> None:
     model = make_model(cheap={"fail": True}, mid={"tool_args": "schema_violation"})
-    out = model.bind_tools([add], tool_choice="add").invoke("add 4 and 4")
+    out = model.bind_tools([add], tool_choice="add").invoke(queries["cheap_first"] + "\nadd 4 and 4")
     assert out.response_metadata["model_name"] == "strong"
     assert out.tool_calls[0]["args"] == {"a": 4, "b": 4}
     reasons = [t["reason"] for t in account(out)["tiers"]]
@@ -219,8 +219,10 @@ def test_account_schema(make_model: Make, queries: dict[str, str]) -> None:
     out = make_model(cheap={"answer": BAD_ANSWER}, mid={"answer": GOOD_ANSWER}).invoke(queries["cheap_first"])
     acc = account(out)
     json.dumps(acc, allow_nan=False)
-    assert set(acc) == {"cluster", "routed_model", "model", "answering_tier", "escalated", "reason", "ladder",
-                        "tiers", "totals", "floor", "streamed", "ttft_s", "tpot_s", "degraded", "spend_guard"}
+    assert set(acc) == {"cluster", "routed_model", "model", "answering_tier", "escalated", "reason", "route",
+                        "unfamiliar", "ladder", "tiers", "totals", "floor", "streamed", "ttft_s", "tpot_s",
+                        "degraded", "spend_guard"}
+    assert acc["unfamiliar"] is False and acc["route"].startswith("cluster ")
     assert set(acc["totals"]) == {"cost_usd", "input_tokens", "output_tokens", "latency_s"}
     for t in acc["tiers"]:
         assert set(t) == {"tier", "model", "p", "threshold", "accepted", "reason", "error", "input_tokens",
@@ -267,9 +269,9 @@ async def test_astream_streams_the_last_tier_live(make_model: Make, queries: dic
     assert all(t["ttft_s"] <= t["latency_s"] for t in acc["tiers"])
 
 
-def test_stream_with_tools_aggregates_tool_calls(make_model: Make) -> None:
+def test_stream_with_tools_aggregates_tool_calls(make_model: Make, queries: dict[str, str]) -> None:
     model = make_model(cheap={"tool_args": "unparseable"}).bind_tools([add])
-    full = merged(collect(model, "add 1 and 2"))
+    full = merged(collect(model, queries["cheap_first"] + "\nadd 1 and 2"))
     assert full.tool_calls and full.tool_calls[0]["args"] == {"a": 1, "b": 1}
     assert not full.invalid_tool_calls
     assert account(full)["tiers"][0]["reason"].startswith("invalid tool call")

@@ -113,7 +113,7 @@ async def test_nesting_inside_a_chain_with_bound_tools(make_model: Make, queries
     model = make_model(cheap={"tool_args": "schema_violation"})
     chain = ChatPromptTemplate.from_messages([("human", "{q}")]) | model.bind_tools([add]) | StrOutputParser()
     h = Collector()
-    inp = {"q": "add 2 and 3"}
+    inp = {"q": queries["cheap_first"] + "\nadd 2 and 3"}  # a calibrated (cheap-first) query, with tools
     if mode == "invoke":
         chain.invoke(inp, _config(h))
     elif mode == "ainvoke":
