@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -215,3 +216,21 @@ def test_evaluate_rejects_bad_inputs(data: tuple[Outcomes, Outcomes]) -> None:
         evaluate(train, test, n_boot=0, progress=False)
     with pytest.raises(PoolError):
         evaluate(train, test.select_models(["large", "small"]), progress=False)
+
+
+def test_weak_model_on_a_cost_tie_is_the_least_accurate_and_apgr_needs_a_gap() -> None:
+    """RouteLLM's weak model: with two equally cheap models the least accurate one; with weak and strong
+    equally accurate, APGR and CPT are undefined (null in the JSON), never a number."""
+    recs = _records(120, seed=3)
+    small_cost = {r.prompt_id: r.cost_usd for r in recs if r.model == "small"}
+    tied = [dataclasses.replace(r, cost_usd=small_cost[r.prompt_id]) if r.model == "mid" else r for r in recs]
+    o = Outcomes.from_records(tied)
+    rep = evaluate(o.split("train"), o.split("test"), params={"n_clusters": 2, "n_folds": 3},
+                   sweep=[0.9, 1.0], n_boot=20, progress=False)
+    assert rep.meta["weak"] == "small"  # as cheap as mid on average here, and less accurate
+    same = [dataclasses.replace(r, correct=1.0) for r in _records(120, seed=4)]
+    o2 = Outcomes.from_records(same)
+    rep2 = evaluate(o2.split("train"), o2.split("test"), params={"n_clusters": 2, "n_folds": 3},
+                    sweep=[0.9, 1.0], n_boot=20, progress=False)
+    assert all(p.apgr is None or math.isnan(p.apgr) for p in rep2.policies)
+    assert json.loads(json.dumps(rep2.to_dict()))["policies"][0]["apgr"] is None

@@ -9,7 +9,8 @@ always-strongest, the top of any router's range.
 
 Conventions (also written into :attr:`EvalReport.meta`):
 
-* "strongest" is the model most accurate on train; "weak" is the model with the least mean train cost.
+* "strongest" is the model most accurate on train; "weak" is the model with the least mean train cost
+  (on a tie, the least accurate of the cheapest); APGR/CPT are undefined when the two are equally accurate.
 * retention = test accuracy / the strongest model's test accuracy; cost ratio = mean test cost / the
   strongest model's mean test cost (both on the same prompts, so also per bootstrap resample).
 * A curve is the list of test operating points of a policy's knob sweep: ``Cascade.retarget`` over the
@@ -63,7 +64,8 @@ BASELINE_KINDS = ("cascade", "router", "single", "mix")
 CONVENTIONS: dict[str, str] = {
     "strongest": "the model most accurate on train; retention and cost ratio are relative to its test "
                  "accuracy and its mean test cost",
-    "weak": "the model with the least mean train cost (RouteLLM's weak model for APGR/CPT)",
+    "weak": "the model with the least mean train cost, the least accurate of them on a tie (RouteLLM's weak "
+            "model for APGR/CPT); APGR and CPT are undefined (null) when weak and strong are equally accurate",
     "cost_at": "cost ratio of the cheapest observed test curve point with retention >= target; NaN/None if "
                "no point reaches it (zero-router: its mixing hull)",
     "cost_at_hull": "same along the curve's non-decreasing convex hull (mixing two knob settings per query)",
@@ -294,7 +296,9 @@ def evaluate(
     test = _check_inputs(train, test, quality_target, targets, sweep, n_boot)
     models = list(train.models)
     s = int(np.argmax(train.correct.mean(axis=0)))
-    weak = int(np.argmin(train.cost.mean(axis=0)))
+    train_cost, train_acc = train.cost.mean(axis=0), train.correct.mean(axis=0)
+    cheapest = np.flatnonzero(np.isclose(train_cost, train_cost.min(), rtol=1e-9, atol=0.0))
+    weak = int(cheapest[np.argmin(train_acc[cheapest])])  # cost ties: the least accurate of them
     ref = _Ref(test.correct[:, s].astype(float), test.cost[:, s].astype(float),
                float(test.correct[:, s].mean()), float(test.cost[:, s].mean()))
     base = {k: v for k, v in dict(params or {}).items() if k not in ("quality_target", "cost_target")}
