@@ -24,6 +24,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import cre_baseline  # benchmarks/cre_baseline.py (this folder is on sys.path)
 import numpy as np
 
 from crescade import Answer, Cascade, Outcomes, __version__
@@ -105,6 +106,26 @@ def _fmt_targets(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def _cre_router(train: Outcomes, test: Outcomes, report: EvalReport) -> dict[str, Any]:
+    """The paper's own Stage 1 (benchmarks/cre_baseline.py) and whether crescade also beats it."""
+    if not cre_baseline.available():
+        print(f"cre-router not installed, its Stage 1 is not compared: {cre_baseline.INSTALL}")
+        return {"cre_router_stage1": {"skipped": f"not installed: {cre_baseline.INSTALL}"}}
+    targets = [float(t) for t in report.meta["targets"]]
+    cre = cre_baseline.run(train, test, targets)
+    cres = report.policy("crescade").cost_at
+    beats = beats_baselines(report)
+    both = {}
+    for t in targets:
+        theirs, mine = cre["cost_at"][str(t)], cres[t]
+        both[str(t)] = bool(beats[t] and (theirs is None or (not math.isnan(mine) and mine <= theirs + 1e-12)))
+    print(f"cre-router Stage 1 (k={cre['k']}): cost@target " +
+          ", ".join(f"{t:g}: {'-' if v is None else f'{v:.3f}'}" for t, v in
+                    ((float(k), v) for k, v in cre["cost_at"].items())))
+    print(f"beats every baseline including cre-router: {both}")
+    return {"cre_router_stage1": cre, "beats_baselines_with_cre_router": both}
+
+
 def run_dataset(name: str, data: Path, out: Path, n_boot: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     outcomes = _load(data, name)
@@ -123,6 +144,7 @@ def run_dataset(name: str, data: Path, out: Path, n_boot: int) -> dict[str, Any]
                              "ratio <= goal)",
         "report": report.to_dict(),
     }
+    result.update(_cre_router(train, test, report))
     _write_json(out / f"routing-{name}.json", result)
     report.plot(out / f"routing-{name}.png")
     print(report.table())
