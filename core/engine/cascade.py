@@ -225,7 +225,7 @@ class Cascade:
                 except ConfigError as exc:  # e.g. too few prompts per cluster for this K: try the others
                     failures.append(f"n_clusters={len(cents)}: {exc}")
                     continue
-                family, _, met, h_acc, h_cost = self._pick(honest, clustered_only=True)
+                family, _, met, h_acc, h_cost = self._pick(self._family_outcomes(honest), clustered_only=True)
                 self.grid_report_.append({"n_clusters": len(cents), "target_met": met, "family": family,
                                           "honest_retention": h_acc, "honest_cost_ratio": h_cost})
                 key = (0.0 if met else 1.0, h_cost if self.quality_target is not None else -h_acc)
@@ -446,34 +446,42 @@ class Cascade:
         return {"grid": grid, "retention": retention, "cost_ratio": cost_ratio,
                 "mode": np.array([1 if quality else 0])}
 
-    def _pick(self, honest: dict[str, np.ndarray], *, clustered_only: bool = False
-              ) -> tuple[str, float, bool, float, float]:
-        """The family and nominal knob that meet the user's target most cheaply on the honest curves (most
-        accurately within a budget), and their honest outcome: ``(family, nominal, met, retention, cost)``.
-
-        Ties go to the simpler family (a single model, then routing, then the cascade)."""
+    def _family_outcomes(self, honest: dict[str, np.ndarray]) -> dict[int, tuple[float, bool, float, float]]:
+        """Per family with a usable curve: the nominal knob for the user's target on its honest curve, whether
+        it meets the target, and its honest retention and cost there ``(nominal, met, retention, cost)``."""
         quality = self.quality_target is not None
         target = float(self.quality_target if quality else self.cost_target)  # type: ignore[arg-type]
-        names = self._family_names()
-        best: tuple[tuple[float, ...], int, float, bool, float, float] | None = None
-        for fam in range(2 if clustered_only else len(names)):
+        out = {}
+        for fam in range(len(honest["retention"])):
             ret_f, cost_f = honest["retention"][fam], honest["cost_ratio"][fam]
             if not np.all(np.isfinite(ret_f)):
                 continue
             value, met = nominal_for(target, ret_f if quality else cost_f, honest["grid"], quality=quality)
             g = int(np.flatnonzero(honest["grid"] == value)[0])
-            ret, cost = float(ret_f[g]), float(cost_f[g])
+            out[fam] = (value, met, float(ret_f[g]), float(cost_f[g]))
+        return out
+
+    def _pick(self, outcomes: dict[int, tuple[float, bool, float, float]], *, clustered_only: bool = False
+              ) -> tuple[str, float, bool, float, float]:
+        """The family that meets the user's target most cheaply on the honest curves (most accurately within a
+        budget) and its outcome: ``(family, nominal, met, retention, cost)``. Ties go to the simpler family
+        (a single model, then routing, then the cascade)."""
+        quality = self.quality_target is not None
+        best: tuple[tuple[float, ...], int] | None = None
+        for fam, (_, met, ret, cost) in outcomes.items():
+            if clustered_only and fam >= 2:
+                continue
             simpler = {0: 2.0, 1: 1.0}.get(fam, 0.0)
             if quality:
                 key = (0.0, cost, -ret, simpler) if met else (1.0, -ret, cost, simpler)
             else:
                 key = (0.0, -ret, cost, simpler) if met else (1.0, cost, -ret, simpler)
             if best is None or key < best[0]:
-                best = (key, fam, value, met, ret, cost)
+                best = (key, fam)
         if best is None:
             raise ConfigError("no family of plans could be calibrated on these records")
-        _, fam, value, met, ret, cost = best
-        return names[fam], value, met, ret, cost
+        fam = best[1]
+        return (self._family_names()[fam], *outcomes[fam])
 
     def _honest_is_current(self) -> bool:
         honest = getattr(self, "honest_", None)
@@ -489,7 +497,8 @@ class Cascade:
             self.honest_ = self._honest_curve(self.calib_, self.n_clusters_)
         honest = self.honest_
         assert honest is not None
-        family, nominal, met, h_ret, h_cost = self._pick(honest)
+        outcomes = self._family_outcomes(honest)
+        family, nominal, met, h_ret, h_cost = self._pick(outcomes)
         quality = self.quality_target is not None
         table = self._table(self.calib_, self.n_clusters_)
         n = float(len(self.calib_.labels))
@@ -502,14 +511,7 @@ class Cascade:
         self.ladders_ = [table.ladders[k][int(sol.first[k])] for k in range(self.n_clusters_)]
         in_sample = expectations(sol, n=n, strong_acc=sa, strong_cost=sc)
         names = self._family_names()
-        families = {}
-        for fam, name in enumerate(names):
-            ret_f = honest["retention"][fam]
-            if np.all(np.isfinite(ret_f)):
-                g = int(np.flatnonzero(honest["grid"] == nominal_for(
-                    float(self.quality_target if quality else self.cost_target),  # type: ignore[arg-type]
-                    ret_f if quality else honest["cost_ratio"][fam], honest["grid"], quality=quality)[0])[0])
-                families[name] = {"retention": float(ret_f[g]), "cost_ratio": float(honest["cost_ratio"][fam, g])}
+        families = {names[fam]: {"retention": ret, "cost_ratio": cost} for fam, (_, _, ret, cost) in outcomes.items()}
         self.expected_ = {
             "target_met": met, "nominal_target": nominal, "family": family, "families": families,
             "retention": h_ret, "accuracy": h_ret * sa, "cost_ratio": h_cost, "cost_per_query_usd": h_cost * sc,
@@ -517,6 +519,7 @@ class Cascade:
             "in_sample": in_sample, "strongest_model": self.models_[self.strongest_],
             "strongest_accuracy": sa, "strongest_cost_per_query_usd": sc,
         }
+        self._general_cost = cluster_means(self.calib_.cost, np.zeros(len(self.calib_.labels), dtype=np.int64), 1)[0]
         self.general_ladder_, self.general_tau_index_ = self._general_plan()
         self.frontier_ = sorted(
             ({"accuracy": s.hits / n, "cost_ratio": s.cost / n / sc if sc > 0 else float("nan")}
@@ -533,7 +536,7 @@ class Cascade:
                               p0=d.p0, p1=d.p1, folds=d.folds)
         acc, _, _ = shrunk_accuracy(d.correct, one.labels, 1, self.shrinkage)
         start = self.models_.index(self.start_model) if self.start_model is not None else None
-        table = simulate(one, acc, cluster_means(d.cost, one.labels, 1), DEFAULT_THRESHOLDS, self.max_depth,
+        table = simulate(one, acc, self._general_cost[None, :], DEFAULT_THRESHOLDS, self.max_depth,
                          self.strongest_, start)
         sa, sc = self._strong_acc(d), self._strong_cost(d)
         sols = candidates(table, per_cluster_threshold=False, cost_scale=max(sc, 1e-12))
@@ -679,8 +682,7 @@ class Cascade:
     def _plan_for(self, k: int, min_model: str | None, unfamiliar: bool = False) -> Plan:
         if unfamiliar:
             ladder, tau_i = list(self.general_ladder_), self.general_tau_index_
-            acc_row, cost_row = self.global_acc_, cluster_means(self.calib_.cost, np.zeros(
-                len(self.calib_.labels), dtype=np.int64), 1)[0]
+            acc_row, cost_row = self.global_acc_, self._general_cost
             what = "the strongest model" if self.unfamiliar == "strongest" else "the general plan"
             reason = (f"unfamiliar query (unlike every calibration cluster; nearest: {k}): {what}, routed to "
                       f"{self.models_[ladder[0]]}")
