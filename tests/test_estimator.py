@@ -80,6 +80,11 @@ def test_state_persists_from_its_one_field_list(cascade: Cascade, tmp_path: Path
             np.testing.assert_array_equal(a.labels, b.labels)
         elif f.name == "honest":
             assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+        elif f.name == "profiler":
+            assert a is not None and b is not None  # three models: the profile space was a candidate
+            np.testing.assert_array_equal(a.coef_, b.coef_)
+            np.testing.assert_array_equal(a.intercept_, b.intercept_)
+            assert (a.C_, a.log_loss_) == (b.C_, b.log_loss_)
         else:
             assert a == b, f.name
     back.check()

@@ -38,14 +38,18 @@ from .decisions import Answer, Plan, Verdict
 from .embed import as_embedder
 from .features import answer_features, final_answer
 from .pricing import ModelCard
+from .profile import QueryProfiler
 from .records import Outcomes
-from .stage1 import assign, cluster_means, efficient_ladder, fit_centroids, shrunk_accuracy
+from .stage1 import Geometry, assign, cluster_means, efficient_ladder, fit_centroids, shrunk_accuracy
 from .stage2 import EXTRA_NAMES, AnswerTable, QualityEstimator, TextScorer, extra_features
 from .state import CascadeState
 from .store import dump_fields, fingerprint, load_artifact, load_fields, save_artifact
 
 ARTIFACT_KIND = "crescade.cascade"
-_NOT_SAVED = ("embedder", "progress")  # a live object, and a display choice of this process
+_NOT_SAVED = ("embedder", "progress")
+SELECTION_BAND = (-0.03, -0.02, -0.01, 0.0, 0.01)
+"""Offsets around the quality target over which candidate clusterings are compared (for a cost target,
+tenfold as relative offsets of the budget)."""  # a live object, and a display choice of this process
 
 
 @dataclass
@@ -92,6 +96,11 @@ class Cascade:
         ``"general"`` plan (the cheapest single ladder that meets the knob on all calibration prompts taken
         as one cluster), the ``"strongest"`` model, or the ``"nearest"`` cluster's plan regardless. The plan's
         ``unfamiliar`` flag and reason, and so the response's account, say so.
+    route_space: where queries are clustered: ``"embedding"`` (the query embeddings, as in the paper),
+        ``"profile"`` (each query's learned profile: per calibration model, P(correct | query embedding) by a
+        logistic regression chosen out of fold), or ``"auto"``: both are candidates, with every number of
+        clusters, and the one that meets the knob most cheaply on cross-fitted data wins (``space_``).
+        Unfamiliar queries are always measured against embedding clusters (``anchors_``).
     """
 
     def __init__(
@@ -101,7 +110,8 @@ class Cascade:
         threshold_mode: Literal["global", "per_cluster"] = "global", start_model: str | None = None,
         n_folds: int = 5, embedder: Any = None, qe_C: float = 1.0,
         tool_calls: Literal["accept", "judge"] = "accept",
-        unfamiliar: Literal["general", "nearest", "strongest"] = "general", random_state: int = 0,
+        unfamiliar: Literal["general", "nearest", "strongest"] = "general",
+        route_space: Literal["auto", "embedding", "profile"] = "auto", random_state: int = 0,
         progress: bool = True,
     ) -> None:
         self.quality_target = quality_target
@@ -117,6 +127,7 @@ class Cascade:
         self.qe_C = qe_C
         self.tool_calls = tool_calls
         self.unfamiliar = unfamiliar
+        self.route_space = route_space
         self.random_state = random_state
         self.progress = progress
 
@@ -166,6 +177,8 @@ class Cascade:
             raise ConfigError(f"max_depth must be 1, 2 or 3, got {self.max_depth!r}")
         if self.unfamiliar not in ("general", "nearest", "strongest"):
             raise ConfigError(f"unfamiliar must be 'general', 'nearest' or 'strongest', got {self.unfamiliar!r}")
+        if self.route_space not in ("auto", "embedding", "profile"):
+            raise ConfigError(f"route_space must be 'auto', 'embedding' or 'profile', got {self.route_space!r}")
         if self.tool_calls not in ("accept", "judge"):
             raise ConfigError(f"tool_calls must be 'accept' or 'judge', got {self.tool_calls!r}")
         if self.threshold_mode not in ("global", "per_cluster"):
@@ -198,7 +211,7 @@ class Cascade:
         from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
         # The matrices are small: one BLAS thread is faster than two fighting over 2 cores.
-        n_steps = 6 + len(self._grid(n)) * self.n_folds
+        n_steps = 6 + len(self._candidates_grid(n, self._spaces(m))) * self.n_folds
         with threadpool_limits(limits=1, user_api="blas"), \
                 Progress(n_steps, desc="calibrate", enabled=self.progress) as bar:
             self.embedder_ = as_embedder(self.embedder)
@@ -212,29 +225,49 @@ class Cascade:
             folds = np.random.default_rng(self.random_state).permutation(n) % self.n_folds
             self.text_, text = self._fit_text(outcomes, correct, folds)
             self.strongest_ = int(np.argmax(np.nanmean(correct, axis=0)))
-            best: tuple[tuple[float, float], int, np.ndarray, CalibrationData] | None = None
+            spaces = self._spaces(m)
+            oof_profiles = None
+            self.profiler_ = None
+            if "profile" in spaces:
+                self.profiler_ = QueryProfiler()
+                oof_profiles = self.profiler_.fit(emb, correct, folds)
+            best: tuple[tuple[float, float], str, np.ndarray, CalibrationData] | None = None
             self.honest_: dict[str, np.ndarray] | None = None
             self.grid_report_ = []
             failures = []
-            for k in self._grid(n):
-                cents = fit_centroids(emb, k, random_state=self.random_state)
-                labels = assign(emb, cents)
+            anchors = None
+            for space, k in self._candidates_grid(n, spaces):
+                x = emb if space == "embedding" else oof_profiles
+                assert x is not None
+                geometry: Geometry = "cosine" if space == "embedding" else "euclidean"
+                cents = fit_centroids(x, k, random_state=self.random_state, geometry=geometry)
+                labels = assign(x, cents, geometry)
+                if space == "embedding":
+                    anchors = cents  # the finest embedding clusters: what "unfamiliar" is measured against
                 data = self._crossfit(labels, len(cents), correct, cost, feats, finals, logprob, text, folds, bar)
                 try:
                     honest = self._honest_curve(data, len(cents))
                 except ConfigError as exc:  # e.g. too few prompts per cluster for this K: try the others
-                    failures.append(f"n_clusters={len(cents)}: {exc}")
+                    failures.append(f"{space} n_clusters={len(cents)}: {exc}")
                     continue
                 family, _, met, h_acc, h_cost = self._pick(self._family_outcomes(honest), clustered_only=True)
-                self.grid_report_.append({"n_clusters": len(cents), "target_met": met, "family": family,
-                                          "honest_retention": h_acc, "honest_cost_ratio": h_cost})
-                key = (0.0 if met else 1.0, h_cost if self.quality_target is not None else -h_acc)
+                band = self._band_score(honest)
+                self.grid_report_.append({"space": space, "n_clusters": len(cents), "target_met": met,
+                                          "family": family, "honest_retention": h_acc, "honest_cost_ratio": h_cost,
+                                          "band_score": band})
+                key = (0.0 if met else 1.0, band)
                 if best is None or key < best[0]:
-                    best = (key, len(cents), cents, data)
+                    best = (key, space, cents, data)
                     self.honest_ = honest
             if best is None:
                 raise ConfigError("calibration failed for every number of clusters: " + "; ".join(failures))
-            _, self.n_clusters_, self.centroids_, self.calib_ = best
+            _, self.space_, self.centroids_, self.calib_ = best
+            self.n_clusters_ = len(self.centroids_)
+            if self.space_ == "embedding":
+                self.anchors_ = self.centroids_
+            else:
+                self.anchors_ = anchors if anchors is not None else fit_centroids(
+                    emb, max(self._grid(n)), random_state=self.random_state)
             self.calib_prompt_ids_ = list(outcomes.prompt_ids)
             # final fit on every calibration prompt
             self._fit_tables(correct, cost, finals, self.calib_.labels)
@@ -243,7 +276,7 @@ class Cascade:
             bar.update(1)
             latency = np.asarray(outcomes.latency_s, dtype=float)
             self.latency_table_ = cluster_means(latency, self.calib_.labels, self.n_clusters_)
-            own = (emb @ self.centroids_.T)[np.arange(n), self.calib_.labels]
+            own = np.max(emb @ self.anchors_.T, axis=1)
             self.unfamiliar_threshold_ = float(0.5 * np.quantile(own, 0.01))
             self._resolve()
             bar.update(3)
@@ -260,6 +293,19 @@ class Cascade:
         text = np.zeros(correct.shape)
         text[ri, rj] = oof
         return scorer, text
+
+    def _spaces(self, m: int) -> list[str]:
+        """The routing spaces to try: query embeddings, and (with two or more models) query profiles."""
+        if self.route_space == "auto":
+            return ["embedding", "profile"] if m >= 2 else ["embedding"]
+        return [self.route_space]
+
+    def _candidates_grid(self, n: int, spaces: Sequence[str]) -> list[tuple[str, int]]:
+        """Every (space, number of clusters) to try; one cluster is the same plan in every space."""
+        grid = self._grid(n)
+        out = [("embedding", k) for k in grid] if "embedding" in spaces else []
+        out += [("profile", k) for k in grid if k > 1 or "embedding" not in spaces] if "profile" in spaces else []
+        return out
 
     def _grid(self, n: int) -> list[int]:
         """The numbers of clusters to try: a fixed ``n_clusters``, or the grid values that leave at least
@@ -446,11 +492,31 @@ class Cascade:
         return {"grid": grid, "retention": retention, "cost_ratio": cost_ratio,
                 "mode": np.array([1 if quality else 0])}
 
-    def _family_outcomes(self, honest: dict[str, np.ndarray]) -> dict[int, tuple[float, bool, float, float]]:
-        """Per family with a usable curve: the nominal knob for the user's target on its honest curve, whether
-        it meets the target, and its honest retention and cost there ``(nominal, met, retention, cost)``."""
+    def _band_score(self, honest: dict[str, np.ndarray]) -> float:
+        """How a clustering fares around the user's target, for choosing among clusterings: the mean, over
+        targets in :data:`SELECTION_BAND` around it, of the honest cost ratio of the best family (quality
+        knob; a target it cannot meet counts as cost 1 plus the shortfall), or of minus its honest retention
+        (cost knob). One target's outcome is a few prompts' worth of noise; a band of them is not."""
         quality = self.quality_target is not None
         target = float(self.quality_target if quality else self.cost_target)  # type: ignore[arg-type]
+        scores = []
+        for delta in SELECTION_BAND:
+            t = min(target + delta, 1.0) if quality else target * (1.0 + 10 * delta)
+            _, _, met, ret, cost = self._pick(self._family_outcomes(honest, t), clustered_only=True)
+            if quality:
+                scores.append(cost if met else 1.0 + (t - ret))
+            else:
+                scores.append(-ret if met else 1.0 + cost)
+        return float(np.mean(scores))
+
+    def _family_outcomes(self, honest: dict[str, np.ndarray], target: float | None = None
+                         ) -> dict[int, tuple[float, bool, float, float]]:
+        """Per family with a usable curve: the nominal knob for ``target`` (default: the user's) on its honest
+        curve, whether it meets the target, and its honest retention and cost there
+        ``(nominal, met, retention, cost)``."""
+        quality = self.quality_target is not None
+        if target is None:
+            target = float(self.quality_target if quality else self.cost_target)  # type: ignore[arg-type]
         out = {}
         for fam in range(len(honest["retention"])):
             ret_f, cost_f = honest["retention"][fam], honest["cost_ratio"][fam]
@@ -672,12 +738,14 @@ class Cascade:
     def _route(self, queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """The nearest cluster of each query, and whether the query is unfamiliar (see ``unfamiliar``)."""
         self._check_fitted()
-        sims = self.embedder_.embed(list(queries)) @ self.centroids_.T
-        labels = np.asarray(np.argmax(sims, axis=1), dtype=np.int64)
-        best = sims[np.arange(len(labels)), labels]
-        unfamiliar = (best < self.unfamiliar_threshold_) if self.unfamiliar != "nearest" \
-            else np.zeros(len(labels), dtype=bool)
-        return labels, unfamiliar
+        emb = self.embedder_.embed(list(queries))
+        if self.space_ == "profile" and self.profiler_ is not None:
+            labels = assign(self.profiler_.transform(emb), self.centroids_, "euclidean")
+        else:
+            labels = assign(emb, self.centroids_)
+        if self.unfamiliar == "nearest":
+            return labels, np.zeros(len(labels), dtype=bool)
+        return labels, np.max(emb @ self.anchors_.T, axis=1) < self.unfamiliar_threshold_
 
     def _plan_for(self, k: int, min_model: str | None, unfamiliar: bool = False) -> Plan:
         if unfamiliar:

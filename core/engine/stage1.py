@@ -6,29 +6,40 @@ profiled on few prompts do not swing the plan: ``(hits + s * global) / (n + s)``
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 from ..common.errors import ConfigError
 
+Geometry = Literal["cosine", "euclidean"]
 
-def fit_centroids(embeddings: np.ndarray, n_clusters: int, *, random_state: int = 0) -> np.ndarray:
-    """k-means centroids (L2-normalised, cosine geometry) of the calibration embeddings."""
+
+def fit_centroids(embeddings: np.ndarray, n_clusters: int, *, random_state: int = 0,
+                  geometry: Geometry = "cosine") -> np.ndarray:
+    """k-means centroids of the calibration points: L2-normalised for ``"cosine"`` (embeddings), plain
+    means for ``"euclidean"`` (query profiles)."""
     from sklearn.cluster import KMeans
 
     n = embeddings.shape[0]
     if n_clusters < 1:
         raise ConfigError(f"n_clusters must be >= 1, got {n_clusters}")
-    k = min(n_clusters, n)
+    k = min(n_clusters, n, len(np.unique(np.round(embeddings, 9), axis=0)))  # no more centres than points
     if k == 1:
         c = embeddings.mean(axis=0, keepdims=True)
     else:
         c = KMeans(n_clusters=k, n_init=4, random_state=random_state).fit(embeddings).cluster_centers_
+    if geometry == "euclidean":
+        return np.asarray(c, dtype=np.float64)
     norms = np.linalg.norm(c, axis=1, keepdims=True)
     return c / np.where(norms > 0, norms, 1.0)
 
 
-def assign(embeddings: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Nearest centroid by cosine similarity (embeddings are L2-normalised)."""
+def assign(embeddings: np.ndarray, centroids: np.ndarray, geometry: Geometry = "cosine") -> np.ndarray:
+    """Nearest centroid: by cosine similarity (embeddings are L2-normalised) or by Euclidean distance."""
+    if geometry == "euclidean":
+        d2 = (embeddings ** 2).sum(axis=1)[:, None] - 2 * embeddings @ centroids.T + (centroids ** 2).sum(axis=1)
+        return np.asarray(np.argmin(d2, axis=1), dtype=np.int64)
     return np.asarray(np.argmax(embeddings @ centroids.T, axis=1), dtype=np.int64)
 
 

@@ -19,6 +19,7 @@ from ..common.jsonsafe import json_safe
 from .calibrate import DEFAULT_THRESHOLDS, CalibrationData
 from .embed import CallableEmbedder, Embedder, TfidfSvdEmbedder, as_embedder
 from .pricing import ModelCard
+from .profile import QueryProfiler
 from .stage2 import AnswerTable, QualityEstimator, TextScorer
 
 __all__ = ["CascadeState", "Codec"]
@@ -145,6 +146,27 @@ def _text() -> Codec:
     return Codec(dump, load)
 
 
+def _profiler() -> Codec:
+    def dump(name: str, p: QueryProfiler | None) -> tuple[Meta, Arrays]:
+        if p is None:
+            return {name: None}, {}
+        meta, arrays = p.get_state()
+        return {name: meta}, arrays
+
+    def load(name: str, meta: Meta, arrays: Arrays, ctx: Meta) -> QueryProfiler | None:
+        return QueryProfiler.from_state(meta[name], arrays) if meta.get(name) is not None else None
+
+    return Codec(dump, load)
+
+
+def _anchors() -> Codec:
+    def load(name: str, meta: Meta, arrays: Arrays, ctx: Meta) -> np.ndarray:
+        # artifacts from before route spaces: the centroids were embedding centroids
+        return arrays[name] if name in arrays else arrays["centroids"]
+
+    return Codec(lambda name, v: ({}, {name: v}), load)
+
+
 _DERIVED = Codec(lambda name, v: ({}, {}), lambda name, meta, arrays, ctx: None)
 """Not persisted: recomputed from the rest when the plan is re-solved."""
 
@@ -206,6 +228,13 @@ class CascadeState:
     """The ladder unfamiliar queries get (derived from the calibration data and the knob)."""
     general_tau_index: int = field(metadata=_codec(_DERIVED), default=0)
     """Its gate threshold index (derived)."""
+    space: str = field(metadata=_codec(_json(str, default=lambda: "embedding")), default="embedding")
+    """Where the centroids live: ``"embedding"`` (query embeddings) or ``"profile"`` (learned query profiles)."""
+    profiler: QueryProfiler | None = field(metadata=_codec(_profiler()), default=None)
+    """Per-model P(correct | query embedding): maps a query to its profile (``None`` for one model)."""
+    anchors: np.ndarray = field(metadata=_codec(_anchors()), default_factory=lambda: np.zeros((0, 0)))
+    """[k', d] embedding-space centroids that "unfamiliar" is measured against (the centroids themselves when
+    the space is the embedding)."""
 
     def check(self) -> None:
         """Raise :class:`ArtifactError` unless the fields fit together (shapes, indices, coverage)."""
@@ -231,3 +260,10 @@ class CascadeState:
             raise ArtifactError("calibration arrays do not match the pool")
         if self.centroids.shape[0] != k:
             raise ArtifactError("centroids do not match n_clusters")
+        if self.space not in ("embedding", "profile"):
+            raise ArtifactError(f"unknown routing space {self.space!r}")
+        if self.space == "profile" and (
+                self.profiler is None or self.profiler.coef_.shape[0] != self.centroids.shape[1]):
+            raise ArtifactError("profile-space centroids need a query profiler of the same width")
+        if self.anchors.ndim != 2 or self.anchors.shape[0] == 0:
+            raise ArtifactError("anchors (embedding centroids for unfamiliar queries) are missing")

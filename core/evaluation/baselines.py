@@ -17,6 +17,7 @@ import numpy as np
 
 from ..common.errors import ConfigError, NotFittedError, PoolError
 from ..engine.embed import TfidfSvdEmbedder, as_embedder
+from ..engine.profile import QueryProfiler
 from ..engine.records import Outcomes
 from .metrics import zero_router
 
@@ -172,52 +173,18 @@ class LearnedRouter(KnnRouter):
     def fit(self, outcomes: Outcomes) -> LearnedRouter:
         """Embed the train prompts, choose C out of fold, fit one classifier per model."""
         super().fit(outcomes)
-        n, m = self.correct_.shape
+        n = self.correct_.shape[0]
         folds = np.random.default_rng(self.random_state).permutation(n) % max(2, min(self.n_folds, n))
-        best: tuple[float, float, np.ndarray] | None = None
-        for c in self.C_grid:
-            oof = np.empty((n, m))
-            for f in np.unique(folds):
-                tr, te = folds != f, folds == f
-                oof[te] = self._fit_predict(self.embeddings_[tr], self.correct_[tr], self.embeddings_[te], c)
-            p = np.clip(oof, 1e-6, 1 - 1e-6)
-            loss = float(-np.mean(self.correct_ * np.log(p) + (1 - self.correct_) * np.log(1 - p)))
-            if best is None or loss < best[0]:
-                best = (loss, float(c), oof)
-        if best is None:
-            raise ConfigError("C_grid must not be empty")
-        self.C_, self._oof = best[1], best[2]
+        self.profiler_ = QueryProfiler(C_grid=self.C_grid)
+        self._oof = self.profiler_.fit(self.embeddings_, self.correct_, folds)
+        self.C_ = self.profiler_.C_
         self.cost_means_ = self.cost_.mean(axis=0)
-        self._models = [self._fit_one(self.embeddings_, self.correct_[:, j], self.C_) for j in range(m)]
         return self
-
-    @staticmethod
-    def _fit_one(x: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, float] | float:
-        """Weights and intercept, or a constant probability when the labels are all equal."""
-        from sklearn.linear_model import LogisticRegression
-
-        yb = (y >= 0.5).astype(int)
-        if yb.min() == yb.max():
-            return float(yb[0])
-        clf = LogisticRegression(C=c, max_iter=500).fit(x, yb)
-        return clf.coef_[0].astype(np.float64), float(clf.intercept_[0])
-
-    @classmethod
-    def _fit_predict(cls, x: np.ndarray, y: np.ndarray, q: np.ndarray, c: float) -> np.ndarray:
-        return np.column_stack([cls._apply(cls._fit_one(x, y[:, j], c), q) for j in range(y.shape[1])])
-
-    @staticmethod
-    def _apply(model: tuple[np.ndarray, float] | float, q: np.ndarray) -> np.ndarray:
-        if isinstance(model, float):
-            return np.full(len(q), model)
-        w, b = model
-        return 1.0 / (1.0 + np.exp(-np.clip(q @ w + b, -40, 40)))
 
     def estimate(self, prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Learned ``(P(correct)[n, m], cost[n, m])`` for new prompts."""
         self._check()
-        q = _l2_rows(np.asarray(self.embedder_.embed(list(prompts)), dtype=np.float64))
-        acc = np.column_stack([self._apply(mdl, q) for mdl in self._models])
+        acc = self.profiler_.transform(_l2_rows(np.asarray(self.embedder_.embed(list(prompts)), dtype=np.float64)))
         return acc, np.broadcast_to(self.cost_means_, acc.shape).copy()
 
     def loo_estimate(self) -> tuple[np.ndarray, np.ndarray]:

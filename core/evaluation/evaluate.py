@@ -391,7 +391,7 @@ def _cascade_policy(ctx: _Ctx, name: str, kw: dict[str, Any], sweep: list[float]
                else _Run.of_replay(fitted.retarget(quality_target=t).replay(ctx.test)))
         cal_at[t] = _point(run, ctx.ref, t)
     info = {"params": {k: v for k, v in kw.items() if k != "embedder"}, "fit_seconds": fit_s,
-            "n_clusters": getattr(fitted, "n_clusters_", None),
+            "n_clusters": getattr(fitted, "n_clusters_", None), "route_space": getattr(fitted, "space_", None),
             "train_expected": copy.deepcopy(fitted.expected_), "quality_estimator": fitted.qe_report()}
     calibrated = _Run.of_replay(fitted.replay(ctx.test))
     return _policy(name, "cascade", calibrated, ctx.ref, curve, cal_at, info, ctx.quality_target)

@@ -242,10 +242,15 @@ def _qe_lines(report: dict[str, Any]) -> list[str]:
             f"  QE text signal      {used}"]
 
 
+def _clusters_phrase(cascade: Cascade) -> str:
+    what = "query profiles (learned P(correct) per model)" if cascade.space_ == "profile" else "query embeddings"
+    return f"{cascade.n_clusters_} clusters of {what}"
+
+
 def _print_calibration(cascade: Cascade, outcomes: Outcomes, rows: str, out: str) -> None:
     exp = dict(cascade.expected_)
     print(f"calibrated on {outcomes.n_prompts:,} prompts ({rows}) x {outcomes.n_models} models; "
-          f"{cascade.n_clusters_} clusters, ladders of up to {cascade.max_depth} tiers")
+          f"{_clusters_phrase(cascade)}, ladders of up to {cascade.max_depth} tiers")
     print(_target_line(cascade, exp))
     print("expected (estimated on the calibration prompts):")
     print("\n".join(_expected_lines(exp)))
@@ -348,10 +353,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(_dumps({"artifact": str(args.artifact), "models": cascade.models_,
                       "strongest_model": cascade.models_[cascade.strongest_],
                       "quality_target": cascade.quality_target, "cost_target": cascade.cost_target,
-                      "n_clusters": cascade.n_clusters_, "calibration_prompts": len(ids),
+                      "n_clusters": cascade.n_clusters_, "route_space": cascade.space_,
+                      "calibration_prompts": len(ids),
                       "expected": exp, "quality_estimator": cascade.qe_report(), "clusters": clusters}))
         return 0
-    print(f"{args.artifact}: {cascade.n_clusters_} clusters over {len(ids):,} calibration prompts, "
+    print(f"{args.artifact}: {_clusters_phrase(cascade)} over {len(ids):,} calibration prompts, "
           f"{len(cascade.models_)} models")
     print(_target_line(cascade, exp))
     print("\n".join(_expected_lines(exp)))
