@@ -221,12 +221,13 @@ def choose(
     return sols[int(np.argmin(costs))], False
 
 
-def expectations(sol: Solution, *, n: float, strong_acc: float, strong_cost: float) -> dict[str, Any]:
-    """What the chosen plan is expected to do, in user units."""
+def expectations(sol: Solution, *, n: float, strong_acc: float, strong_cost: float, unit: str = "usd"
+                 ) -> dict[str, Any]:
+    """What the chosen plan is expected to do, in user units (cost per query in ``unit``)."""
     return {
         "accuracy": sol.hits / n,
         "retention": sol.hits / n / strong_acc if strong_acc > 0 else float("nan"),
-        "cost_per_query_usd": sol.cost / n,
+        f"cost_per_query_{unit}": sol.cost / n,
         "cost_ratio": sol.cost / n / strong_cost if strong_cost > 0 else float("nan"),
         "escalation_rate": sol.escalations / n,
         "strong_call_share": sol.strong_calls / n,

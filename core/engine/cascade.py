@@ -44,6 +44,7 @@ from .stage1 import Geometry, assign, cluster_means, efficient_ladder, fit_centr
 from .stage2 import EXTRA_NAMES, AnswerTable, QualityEstimator, TextScorer, extra_features
 from .state import CascadeState
 from .store import dump_fields, fingerprint, load_artifact, load_fields, save_artifact
+from .units import CostUnit, check_unit, unit_cost
 
 ARTIFACT_KIND = "crescade.cascade"
 _NOT_SAVED = ("embedder", "progress")
@@ -66,9 +67,10 @@ class ReplayResult:
     strong_call: np.ndarray  # [n] bool: the strongest model was called
     called: np.ndarray       # [n, m] bool: which models were called (pool order)
     last_tier: np.ndarray    # [n] bool: answered by its ladder's last tier (streamed live, not a held draft)
+    cost_unit: str = "usd"   # what ``cost`` counts (the cascade's ``cost_unit``)
 
     def summary(self) -> dict[str, float]:
-        return {"accuracy": float(self.correct.mean()), "cost_per_query_usd": float(self.cost.mean()),
+        return {"accuracy": float(self.correct.mean()), f"cost_per_query_{self.cost_unit}": float(self.cost.mean()),
                 "escalation_rate": float(self.escalated.mean()),
                 "strong_call_share": float(self.strong_call.mean()), "mean_calls": float(self.calls.mean())}
 
@@ -80,6 +82,9 @@ class Cascade:
     ----------
     quality_target: keep at least this fraction of the strongest model's accuracy (e.g. 0.98).
     cost_target: or spend at most this fraction of always-strongest (set exactly one of the two).
+    cost_unit: what the knob's cost counts: ``"usd"`` (the records' ``cost_usd``), or the measured
+        ``"latency_s"`` (end-to-end seconds per call) or ``"tpot_s"`` (seconds per output token) of the
+        records, summed over the calls a query makes. Plans, reports and the account say which.
     n_clusters: an int, or ``"auto"`` to choose from ``cluster_grid`` on out-of-fold calibration.
     shrinkage: pseudo-count pulling per-cluster accuracy toward the model's global accuracy.
     max_depth: tiers in a ladder (1 = routing only, 2 = routed → strongest, 3 = one middle tier).
@@ -104,7 +109,7 @@ class Cascade:
     """
 
     def __init__(
-        self, quality_target: float | None = 0.98, *, cost_target: float | None = None,
+        self, quality_target: float | None = 0.98, *, cost_target: float | None = None, cost_unit: CostUnit = "usd",
         n_clusters: int | Literal["auto"] = "auto", cluster_grid: Sequence[int] = (1, 4, 8, 16, 32),
         shrinkage: float = 10.0, max_depth: int = 3,
         threshold_mode: Literal["global", "per_cluster"] = "global", start_model: str | None = None,
@@ -116,6 +121,7 @@ class Cascade:
     ) -> None:
         self.quality_target = quality_target
         self.cost_target = cost_target
+        self.cost_unit = cost_unit
         self.n_clusters = n_clusters
         self.cluster_grid = cluster_grid
         self.shrinkage = shrinkage
@@ -168,6 +174,7 @@ class Cascade:
         if ct is not None and not (isinstance(ct, (int, float)) and 0.0 < ct <= 10.0 and math.isfinite(ct)):
             raise ConfigError(f"cost_target must be a number in (0, 10] (a fraction of always-strongest spend), "
                               f"got {ct!r}")
+        check_unit(self.cost_unit)
         if self.n_clusters != "auto" and not (isinstance(self.n_clusters, int) and self.n_clusters >= 1):
             raise ConfigError(f"n_clusters must be a positive int or 'auto', got {self.n_clusters!r}")
         if not isinstance(self.cluster_grid, Sequence) or not self.cluster_grid or \
@@ -207,7 +214,7 @@ class Cascade:
         self.cards_ = {x: prices[x] for x in self.models_} if prices is not None else {}
         self._replay_cache: weakref.WeakKeyDictionary[Outcomes, CalibrationData] = weakref.WeakKeyDictionary()
         correct = np.asarray(outcomes.correct, dtype=float)
-        cost = np.asarray(outcomes.cost, dtype=float)
+        cost = unit_cost(outcomes, self.cost_unit)
         from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
         # The matrices are small: one BLAS thread is faster than two fighting over 2 cores.
@@ -575,15 +582,16 @@ class Cascade:
         self.first_ = sol.first
         self.tau_index_ = sol.tau_index
         self.ladders_ = [table.ladders[k][int(sol.first[k])] for k in range(self.n_clusters_)]
-        in_sample = expectations(sol, n=n, strong_acc=sa, strong_cost=sc)
+        in_sample = expectations(sol, n=n, strong_acc=sa, strong_cost=sc, unit=self.cost_unit)
         names = self._family_names()
         families = {names[fam]: {"retention": ret, "cost_ratio": cost} for fam, (_, _, ret, cost) in outcomes.items()}
         self.expected_ = {
             "target_met": met, "nominal_target": nominal, "family": family, "families": families,
-            "retention": h_ret, "accuracy": h_ret * sa, "cost_ratio": h_cost, "cost_per_query_usd": h_cost * sc,
+            "retention": h_ret, "accuracy": h_ret * sa, "cost_ratio": h_cost, "cost_unit": self.cost_unit,
+            f"cost_per_query_{self.cost_unit}": h_cost * sc,
             "escalation_rate": in_sample["escalation_rate"], "strong_call_share": in_sample["strong_call_share"],
             "in_sample": in_sample, "strongest_model": self.models_[self.strongest_],
-            "strongest_accuracy": sa, "strongest_cost_per_query_usd": sc,
+            "strongest_accuracy": sa, f"strongest_cost_per_query_{self.cost_unit}": sc,
         }
         self._general_cost = cluster_means(self.calib_.cost, np.zeros(len(self.calib_.labels), dtype=np.int64), 1)[0]
         self.general_ladder_, self.general_tau_index_ = self._general_plan()
@@ -679,7 +687,7 @@ class Cascade:
         corr = np.full(n, np.nan)
         cst = np.full(n, np.nan)
         corr[rows] = outcomes.correct[src, col]
-        cst[rows] = outcomes.cost[src, col]
+        cst[rows] = unit_cost(outcomes, self.cost_unit)[src, col]
         labels = self.calib_.labels
         acc_new, cnt_new, g_new = shrunk_accuracy(corr[:, None], labels, self.n_clusters_, self.shrinkage)
         new.acc_table_ = np.hstack([self.acc_table_, acc_new])
@@ -770,7 +778,8 @@ class Cascade:
                 reason += f", raised to {self.models_[ladder[0]]} (conversation floor {min_model})"
         names = tuple(self.models_[j] for j in ladder)
         thresholds = tuple([tau] * (len(names) - 1) + [0.0])
-        return Plan(cluster=k, ladder=names, thresholds=thresholds, reason=reason, unfamiliar=unfamiliar)
+        return Plan(cluster=k, ladder=names, thresholds=thresholds, reason=reason, unfamiliar=unfamiliar,
+                    cost_unit=self.cost_unit)
 
     def plan(self, query: str, *, min_model: str | None = None) -> Plan:
         """The cluster of ``query`` and the ladder of models to try (pure, thread-safe)."""
@@ -846,7 +855,7 @@ class Cascade:
             sel = j3 != q3
             p1[r3[sel], j3[sel], q3[sel]] = self.qe_.predict(self._rows(r3[sel], j3[sel], *args, q3[sel]))
         scores = CalibrationData(labels=labels, correct=np.asarray(outcomes.correct, float)[:, cols],
-                                 cost=np.asarray(outcomes.cost, float)[:, cols], p0=p0, p1=p1,
+                                 cost=unit_cost(outcomes, self.cost_unit)[:, cols], p0=p0, p1=p1,
                                  folds=np.zeros(n, dtype=np.int64), unfamiliar=unfamiliar)
         cache[outcomes] = scores
         return scores
@@ -861,7 +870,8 @@ class Cascade:
         out = ReplayResult(correct=np.zeros(n), cost=np.zeros(n), model=np.zeros(n, dtype=np.int64),
                            routed=np.zeros(n, dtype=np.int64), cluster=s.labels, calls=np.zeros(n, dtype=np.int64),
                            escalated=np.zeros(n, dtype=bool), strong_call=np.zeros(n, dtype=bool),
-                           called=np.zeros((n, len(self.models_)), dtype=bool), last_tier=np.zeros(n, dtype=bool))
+                           called=np.zeros((n, len(self.models_)), dtype=bool), last_tier=np.zeros(n, dtype=bool),
+                           cost_unit=self.cost_unit)
         unfamiliar = s.unfamiliar if s.unfamiliar is not None else np.zeros(n, dtype=bool)
         groups = [(np.flatnonzero((s.labels == k) & ~unfamiliar), self.ladders_[k], int(self.tau_index_[k]))
                   for k in range(self.n_clusters_)]
@@ -908,7 +918,8 @@ class Cascade:
                 "threshold": float(DEFAULT_THRESHOLDS[ti]),
                 "routed_accuracy": float(self.acc_table_[k, first]),
                 "expected_accuracy": float(table.hits[ti, k, first] / size) if size else float("nan"),
-                "expected_cost_per_query_usd": float(table.cost[ti, k, first] / size) if size else float("nan"),
+                f"expected_cost_per_query_{self.cost_unit}": float(table.cost[ti, k, first] / size) if size
+                else float("nan"),
                 "expected_escalation_rate": float(table.escalations[ti, k, first] / size) if size else float("nan"),
                 "examples": [prompts[i][-160:] for i in ex_idx] if prompts is not None else [],
             })

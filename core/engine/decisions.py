@@ -24,6 +24,8 @@ class Plan:
     unfamiliar: bool = False
     """The query is unlike every calibration cluster: the plan is the cascade's policy for such queries
     (``Cascade(unfamiliar=...)``) and ``cluster`` is only the nearest one."""
+    cost_unit: str = "usd"
+    """What the knob that chose this plan counts as cost (``Cascade(cost_unit=...)``)."""
 
     @property
     def routed_model(self) -> str:

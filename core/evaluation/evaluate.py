@@ -49,6 +49,7 @@ from ..common.jsonsafe import json_safe
 from ..common.progress import Progress
 from ..engine.cascade import Cascade, ReplayResult
 from ..engine.records import Outcomes
+from ..engine.units import check_unit, in_unit
 from .baselines import DEFAULT_LAMBDAS, KnnRouter, LearnedRouter, mix_for_quality, random_mix, single_model
 from .metrics import aiq, apgr, bootstrap_indices, cost_at_quality, cpt, ndch, oracle
 
@@ -294,6 +295,9 @@ def evaluate(
     targets = [float(t) for t in targets]
     sweep = [float(q) for q in sweep]
     test = _check_inputs(train, test, quality_target, targets, sweep, n_boot)
+    unit = dict(params or {}).get("cost_unit", "usd")
+    check_unit(unit)
+    train, test = in_unit(train, unit), in_unit(test, unit)  # every policy's cost in the knob's unit
     models = list(train.models)
     s = int(np.argmax(train.correct.mean(axis=0)))
     train_cost, train_acc = train.cost.mean(axis=0), train.correct.mean(axis=0)
@@ -344,6 +348,7 @@ def evaluate(
         "targets": targets, "sweep": {"min": min(sweep), "max": max(sweep), "n": len(sweep)},
         "knn_k": knn_k, "knn_lambdas": len(lambdas), "n_boot": n_boot, "seed": seed,
         "aiq_interval": [0.0, c_max], "cost_unit": "cost ratio (mean cost / always-strongest mean cost)",
+        "knob_cost_unit": unit,
         "conventions": CONVENTIONS,
     }
     return EvalReport(meta=meta, policies=[p for p, _ in policies], cascade=fitted["crescade"])

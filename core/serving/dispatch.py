@@ -192,6 +192,7 @@ class DispatchResult:
             "reason": self.reason,
             "route": self.plan.reason,
             "unfamiliar": self.plan.unfamiliar,
+            "knob_cost_unit": self.plan.cost_unit,
             "ladder": list(self.plan.ladder),
             "tiers": [
                 a.to_dict(thresholds[a.tier] if a.tier < len(thresholds) else None) for a in self.attempts

@@ -31,6 +31,7 @@ from ..common.progress import progress_enabled
 from ..engine.cascade import Cascade
 from ..engine.pricing import ModelCard, load_prices
 from ..engine.records import Outcomes, read_records
+from ..engine.units import COST_UNITS, UNIT_LABELS
 from ..serving.inputs import check_messages
 
 __all__ = ["CLIError", "build_parser", "find_default_records", "main"]
@@ -74,6 +75,13 @@ def _num(x: Any, digits: int = 3) -> str:
 
 def _usd(x: Any) -> str:
     return "n/a" if not _finite(x) else f"${float(x):.4g}"
+
+
+def _in_unit(x: Any, unit: str) -> str:
+    """A per-query cost in the knob's unit (``Cascade.cost_unit``)."""
+    if unit == "usd" or not _finite(x):
+        return _usd(x)
+    return f"{float(x):.3g} s" if unit == "latency_s" else f"{1000 * float(x):.3g} ms/token"
 
 
 def _finite(x: Any) -> bool:
@@ -219,14 +227,16 @@ def _family_line(expected: dict[str, Any]) -> list[str]:
 
 def _expected_lines(expected: dict[str, Any]) -> list[str]:
     strongest = expected.get("strongest_model", "strongest")
+    unit = str(expected.get("cost_unit", "usd"))
     return [
         *_family_line(expected),
         f"  accuracy            {_num(expected.get('accuracy'))}"
         f"   ({strongest} alone: {_num(expected.get('strongest_accuracy'))})",
         f"  retention           {_pct(expected.get('retention'))} of {strongest}'s accuracy",
         f"  cost ratio          {_num(expected.get('cost_ratio'))}"
-        f"   ({_usd(expected.get('cost_per_query_usd'))}/query vs "
-        f"{_usd(expected.get('strongest_cost_per_query_usd'))} always-{strongest})",
+        f"   ({_in_unit(expected.get(f'cost_per_query_{unit}'), unit)}/query vs "
+        f"{_in_unit(expected.get(f'strongest_cost_per_query_{unit}'), unit)} always-{strongest}"
+        f"{'' if unit == 'usd' else '; cost counted in ' + UNIT_LABELS[unit]})",
         f"  escalation rate     {_pct(expected.get('escalation_rate'))}",
         f"  strong-call share   {_pct(expected.get('strong_call_share'))} of queries call {strongest}",
     ]
@@ -260,7 +270,8 @@ def _print_calibration(cascade: Cascade, outcomes: Outcomes, rows: str, out: str
 
 def _cascade_params(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`Cascade` parameters given on the command line (the library's defaults otherwise)."""
-    given = {"n_clusters": getattr(args, "clusters", None), "max_depth": getattr(args, "max_depth", None)}
+    given = {"n_clusters": getattr(args, "clusters", None), "max_depth": getattr(args, "max_depth", None),
+             "cost_unit": getattr(args, "cost_unit", None), "route_space": getattr(args, "route_space", None)}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -322,7 +333,7 @@ def cmd_route(args: argparse.Namespace) -> int:
         print(f"  tier {tier}:   {model}: {rule}")
     print(f"reason:     {plan.reason}")
     print(f"expected in this cluster: accuracy {_num(stats['expected_accuracy'])}, "
-          f"cost {_usd(stats['expected_cost_per_query_usd'])}/query, "
+          f"cost {_in_unit(stats[f'expected_cost_per_query_{cascade.cost_unit}'], cascade.cost_unit)}/query, "
           f"escalation {_pct(stats['expected_escalation_rate'])}")
     return 0
 
@@ -370,7 +381,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"  routed to   {row['routed_model']}")
         print(f"  ladder      {_ladder_str(ladder)}   threshold {threshold}")
         print(f"  accuracy    {_num(row['expected_accuracy'])}   "
-              f"cost {_usd(row['expected_cost_per_query_usd'])}/query   "
+              f"cost {_in_unit(row[f'expected_cost_per_query_{cascade.cost_unit}'], cascade.cost_unit)}/query   "
               f"escalation {_pct(row['expected_escalation_rate'])}")
         for ex in row["examples"]:
             text = ex["prompt"]
@@ -613,6 +624,12 @@ def _add_cascade_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-depth", type=int, choices=(1, 2, 3),
                    help="tiers per ladder: 1 routes only, 2 routed -> strongest, 3 adds a middle tier "
                    f"(default {_library_default('max_depth')})")
+    p.add_argument("--cost-unit", choices=COST_UNITS,
+                   help="what the knob's cost counts: dollars, or the records' measured end-to-end latency or "
+                   f"time per output token, summed over a query's calls (default {_library_default('cost_unit')})")
+    p.add_argument("--route-space", choices=("auto", "embedding", "profile"),
+                   help="cluster query embeddings, learned query profiles (per model P(correct | query)), or "
+                   f"try both (default {_library_default('route_space')})")
 
 
 def build_parser() -> argparse.ArgumentParser:

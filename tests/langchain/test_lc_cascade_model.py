@@ -220,7 +220,8 @@ def test_account_schema(make_model: Make, queries: dict[str, str]) -> None:
     acc = account(out)
     json.dumps(acc, allow_nan=False)
     assert set(acc) == {"cluster", "routed_model", "model", "answering_tier", "escalated", "reason", "route",
-                        "unfamiliar", "ladder", "tiers", "totals", "floor", "streamed", "ttft_s", "tpot_s",
+                        "unfamiliar", "knob_cost_unit", "ladder", "tiers", "totals", "floor", "streamed", "ttft_s",
+                        "tpot_s",
                         "degraded", "spend_guard"}
     assert acc["unfamiliar"] is False and acc["route"].startswith("cluster ")
     assert set(acc["totals"]) == {"cost_usd", "input_tokens", "output_tokens", "latency_s"}
