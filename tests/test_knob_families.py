@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from synthetic_records import make_cascade
 
 from crescade import Cascade, ConfigError, Outcomes
 from crescade.engine.calibrate import MIN_CLUSTER_SIZE
+from crescade.engine.cascade import SHRINKAGE_GRID
 
 TARGETS = (0.80, 0.90, 0.95, 0.97, 0.98, 0.99, 1.0)
 
@@ -81,3 +83,29 @@ def test_knob_is_monotone_across_families(cascade: Cascade) -> None:
     targets = np.round(np.arange(0.5, 1.0001, 0.01), 3)
     costs = [cascade.retarget(quality_target=q).expected_["cost_ratio"] for q in targets]
     assert all(b >= a - 1e-12 for a, b in itertools.pairwise(costs))
+
+
+def test_auto_shrinkage_follows_how_real_the_cluster_differences_are() -> None:
+    rng = np.random.default_rng(0)
+    n, k = 2000, 8
+    labels = np.arange(n) % k
+    folds = rng.permutation(n) % 5
+    c = Cascade(progress=False)
+    same = (rng.random((n, 1)) < 0.6).astype(float)  # every cluster alike: their differences are noise
+    apart = (rng.random(n) < np.where(labels % 2 == 0, 0.1, 0.9)).astype(float)[:, None]  # truly different
+    assert c._choose_shrinkage(labels, k, same, folds) >= 30.0
+    assert c._choose_shrinkage(labels, k, apart, folds) <= 3.0
+    assert Cascade(shrinkage=5.0)._choose_shrinkage(labels, k, apart, folds) == 5.0  # a number is kept
+
+
+def test_fitted_shrinkage_is_reported_and_persisted(train: Outcomes, tmp_path: Path) -> None:
+    c = Cascade(0.95, cluster_grid=(1, 3), n_folds=3, progress=False).fit(train)
+    assert c.shrinkage_ in SHRINKAGE_GRID
+    chosen = next(r for r in c.grid_report_ if (r["space"], r["n_clusters"]) == (c.space_, c.n_clusters_))
+    assert chosen["shrinkage"] == c.shrinkage_
+    c.save(tmp_path / "c")
+    assert Cascade.load(tmp_path / "c").shrinkage_ == c.shrinkage_
+    fixed = Cascade(0.95, shrinkage=7.0, cluster_grid=(1, 3), n_folds=3, progress=False).fit(train)
+    assert fixed.shrinkage_ == 7.0 and {r["shrinkage"] for r in fixed.grid_report_} == {7.0}
+    with pytest.raises(ConfigError, match="shrinkage must be 'auto' or a finite number >= 0"):
+        Cascade(shrinkage="lots").fit(train)  # type: ignore[arg-type]

@@ -1,4 +1,5 @@
-"""Stage 1 in two spaces: query embeddings, or learned query profiles (per model P(correct | query))."""
+"""Stage 1 in two spaces: query embeddings, or learned query profiles (per model P(correct | query)); artifacts
+from before route spaces and automatic shrinkage still load."""
 
 from __future__ import annotations
 
@@ -82,11 +83,13 @@ def test_artifact_from_before_route_spaces_still_loads(cascade: Cascade, test_se
         0.98, route_space="embedding", n_folds=3, progress=False).fit(test_set)
     c.save(tmp_path / "new")
     meta, arrays = load_artifact(tmp_path / "new", kind=ARTIFACT_KIND)
-    for key in ("space", "profiler"):
+    for key in ("space", "profiler", "shrinkage"):
         meta.pop(key)
+    meta["params"]["shrinkage"] = c.shrinkage_  # before "auto", the parameter was the number used
     arrays = {k: v for k, v in arrays.items() if k not in ("anchors", "profile_coef", "profile_intercept")}
     save_artifact(tmp_path / "old", kind=ARTIFACT_KIND, meta=meta, arrays=arrays)
     old = Cascade.load(tmp_path / "old")
-    assert old.space_ == "embedding" and old.profiler_ is None
+    assert old.space_ == "embedding" and old.profiler_ is None and old.shrinkage_ is None
+    assert old._s == c.shrinkage_
     np.testing.assert_array_equal(old.anchors_, c.centroids_)
     assert old.plan_batch(test_set.prompts) == c.plan_batch(test_set.prompts)

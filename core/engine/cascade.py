@@ -48,6 +48,8 @@ from .units import CostUnit, check_unit, unit_cost
 
 ARTIFACT_KIND = "crescade.cascade"
 _NOT_SAVED = ("embedder", "progress")
+SHRINKAGE_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)
+"""Pseudo-counts tried by ``shrinkage="auto"``."""
 SELECTION_BAND = (-0.03, -0.02, -0.01, 0.0, 0.01)
 """Offsets around the quality target over which candidate clusterings are compared (for a cost target,
 tenfold as relative offsets of the budget)."""  # a live object, and a display choice of this process
@@ -86,7 +88,9 @@ class Cascade:
         ``"latency_s"`` (end-to-end seconds per call) or ``"tpot_s"`` (seconds per output token) of the
         records, summed over the calls a query makes. Plans, reports and the account say which.
     n_clusters: an int, or ``"auto"`` to choose from ``cluster_grid`` on out-of-fold calibration.
-    shrinkage: pseudo-count pulling per-cluster accuracy toward the model's global accuracy.
+    shrinkage: pseudo-count pulling per-cluster accuracy toward the model's global accuracy, or ``"auto"``:
+        per candidate clustering, the value of :data:`SHRINKAGE_GRID` whose shrunk accuracies predict held-out
+        folds' correctness best (log-loss); the fitted value is ``shrinkage_``.
     max_depth: tiers in a ladder (1 = routing only, 2 = routed → strongest, 3 = one middle tier).
     threshold_mode: one gate threshold for all clusters (``"global"``) or one per cluster.
     start_model: force the routed model (e.g. the cheapest, for a FrugalGPT-style cascade).
@@ -111,7 +115,7 @@ class Cascade:
     def __init__(
         self, quality_target: float | None = 0.98, *, cost_target: float | None = None, cost_unit: CostUnit = "usd",
         n_clusters: int | Literal["auto"] = "auto", cluster_grid: Sequence[int] = (1, 4, 8, 16, 32),
-        shrinkage: float = 10.0, max_depth: int = 3,
+        shrinkage: float | Literal["auto"] = "auto", max_depth: int = 3,
         threshold_mode: Literal["global", "per_cluster"] = "global", start_model: str | None = None,
         n_folds: int = 5, embedder: Any = None, qe_C: float = 1.0,
         tool_calls: Literal["accept", "judge"] = "accept",
@@ -192,8 +196,9 @@ class Cascade:
             raise ConfigError(f"threshold_mode must be 'global' or 'per_cluster', got {self.threshold_mode!r}")
         if not (isinstance(self.n_folds, int) and self.n_folds >= 2):
             raise ConfigError(f"n_folds must be an int >= 2, got {self.n_folds!r}")
-        if not (self.shrinkage >= 0 and math.isfinite(self.shrinkage)):
-            raise ConfigError(f"shrinkage must be a finite number >= 0, got {self.shrinkage!r}")
+        if self.shrinkage != "auto" and not (isinstance(self.shrinkage, (int, float))
+                                             and self.shrinkage >= 0 and math.isfinite(self.shrinkage)):
+            raise ConfigError(f"shrinkage must be 'auto' or a finite number >= 0, got {self.shrinkage!r}")
 
     # ------------------------------------------------------------------ fitting
     def fit(self, outcomes: Outcomes, prices: Mapping[str, ModelCard] | None = None) -> Cascade:
@@ -251,6 +256,7 @@ class Cascade:
                 labels = assign(x, cents, geometry)
                 if space == "embedding":
                     anchors = cents  # the finest embedding clusters: what "unfamiliar" is measured against
+                self.shrinkage_ = self._choose_shrinkage(labels, len(cents), correct, folds)
                 data = self._crossfit(labels, len(cents), correct, cost, feats, finals, logprob, text, folds, bar)
                 try:
                     honest = self._honest_curve(data, len(cents))
@@ -259,16 +265,19 @@ class Cascade:
                     continue
                 family, _, met, h_acc, h_cost = self._pick(self._family_outcomes(honest), clustered_only=True)
                 band = self._band_score(honest)
-                self.grid_report_.append({"space": space, "n_clusters": len(cents), "target_met": met,
+                self.grid_report_.append({"space": space, "n_clusters": len(cents), "shrinkage": self.shrinkage_,
+                                          "target_met": met,
                                           "family": family, "honest_retention": h_acc, "honest_cost_ratio": h_cost,
                                           "band_score": band})
                 key = (0.0 if met else 1.0, band)
                 if best is None or key < best[0]:
                     best = (key, space, cents, data)
                     self.honest_ = honest
+                    best_s = self.shrinkage_
             if best is None:
                 raise ConfigError("calibration failed for every number of clusters: " + "; ".join(failures))
             _, self.space_, self.centroids_, self.calib_ = best
+            self.shrinkage_ = best_s
             self.n_clusters_ = len(self.centroids_)
             if self.space_ == "embedding":
                 self.anchors_ = self.centroids_
@@ -301,6 +310,30 @@ class Cascade:
         text[ri, rj] = oof
         return scorer, text
 
+    @property
+    def _s(self) -> float:
+        """The shrinkage in use: the fitted one, else the parameter (an artifact from before ``"auto"``)."""
+        fitted = getattr(self, "shrinkage_", None)
+        return float(fitted) if fitted is not None else float(self.shrinkage)
+
+    def _choose_shrinkage(self, labels: np.ndarray, k: int, correct: np.ndarray, folds: np.ndarray) -> float:
+        """The parameter, or (``"auto"``) the grid value whose shrunk per-cluster accuracies, estimated on the
+        other folds, give the lowest log-loss on each held-out fold's recorded correctness."""
+        if self.shrinkage != "auto":
+            return float(self.shrinkage)
+        known = ~np.isnan(correct)
+        y = np.where(known, correct, 0.0)
+        losses = []
+        for strength in SHRINKAGE_GRID:
+            total = 0.0
+            for f in np.unique(folds):
+                tr, te = folds != f, folds == f
+                acc, _, _ = shrunk_accuracy(correct[tr], labels[tr], k, strength)
+                p = np.clip(acc[labels[te]], 1e-4, 1 - 1e-4)
+                total -= float(np.sum(known[te] * (y[te] * np.log(p) + (1 - y[te]) * np.log(1 - p))))
+            losses.append(total)
+        return float(SHRINKAGE_GRID[int(np.argmin(losses))])
+
     def _spaces(self, m: int) -> list[str]:
         """The routing spaces to try: query embeddings, and (with two or more models) query profiles."""
         if self.route_space == "auto":
@@ -332,7 +365,7 @@ class Cascade:
     def _fit_tables(self, correct: np.ndarray, cost: np.ndarray, finals: list[list[str | None]],
                     labels: np.ndarray) -> None:
         k = self.n_clusters_
-        self.acc_table_, self.count_table_, self.global_acc_ = shrunk_accuracy(correct, labels, k, self.shrinkage)
+        self.acc_table_, self.count_table_, self.global_acc_ = shrunk_accuracy(correct, labels, k, self._s)
         self.cost_table_ = cluster_means(cost, labels, k)
         self.answer_tables_ = self._answer_tables(labels, finals, k, ~np.isnan(correct))
 
@@ -415,7 +448,7 @@ class Cascade:
         codes = _answer_codes(finals)
         for f in range(self.n_folds):
             tr, te = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
-            acc, _, gacc = shrunk_accuracy(correct[tr], labels[tr], k, self.shrinkage)
+            acc, _, gacc = shrunk_accuracy(correct[tr], labels[tr], k, self._s)
             tables = self._answer_tables(labels[tr], [finals[i] for i in tr], k, ~np.isnan(correct[tr]))
             qe = self._fit_qe(tr, labels, correct, feats, finals, logprob, text, acc, gacc, tables)
             rr, mm = np.repeat(te, m), np.tile(np.arange(m), len(te))
@@ -443,14 +476,14 @@ class Cascade:
                stats_rows: np.ndarray | None = None) -> OptionTable:
         """Simulate every option on ``rows``, with ladders from the Stage-1 table of ``stats_rows``."""
         sr = np.arange(len(data.labels)) if stats_rows is None else stats_rows
-        acc, _, _ = shrunk_accuracy(data.correct[sr], data.labels[sr], k, self.shrinkage)
+        acc, _, _ = shrunk_accuracy(data.correct[sr], data.labels[sr], k, self._s)
         mean_cost = cluster_means(data.cost[sr], data.labels[sr], k)
         start = self.models_.index(self.start_model) if self.start_model is not None else None
         return simulate(data, acc, mean_cost, DEFAULT_THRESHOLDS, self.max_depth, self.strongest_, start, rows)
 
     def _candidates(self, table: OptionTable, strong_cost: float) -> list[Solution]:
         return candidates(table, per_cluster_threshold=self.threshold_mode == "per_cluster",
-                          cost_scale=max(strong_cost, 1e-12), shrinkage=self.shrinkage)
+                          cost_scale=max(strong_cost, 1e-12), shrinkage=self._s)
 
     def _family_names(self) -> list[str]:
         """The candidate families of plans, in the order of the honest curves' rows."""
@@ -608,7 +641,7 @@ class Cascade:
         d = self.calib_
         one = CalibrationData(labels=np.zeros(len(d.labels), dtype=np.int64), correct=d.correct, cost=d.cost,
                               p0=d.p0, p1=d.p1, folds=d.folds)
-        acc, _, _ = shrunk_accuracy(d.correct, one.labels, 1, self.shrinkage)
+        acc, _, _ = shrunk_accuracy(d.correct, one.labels, 1, self._s)
         start = self.models_.index(self.start_model) if self.start_model is not None else None
         table = simulate(one, acc, self._general_cost[None, :], DEFAULT_THRESHOLDS, self.max_depth,
                          self.strongest_, start)
@@ -689,7 +722,7 @@ class Cascade:
         corr[rows] = outcomes.correct[src, col]
         cst[rows] = unit_cost(outcomes, self.cost_unit)[src, col]
         labels = self.calib_.labels
-        acc_new, cnt_new, g_new = shrunk_accuracy(corr[:, None], labels, self.n_clusters_, self.shrinkage)
+        acc_new, cnt_new, g_new = shrunk_accuracy(corr[:, None], labels, self.n_clusters_, self._s)
         new.acc_table_ = np.hstack([self.acc_table_, acc_new])
         new.count_table_ = np.hstack([self.count_table_, cnt_new])
         new.global_acc_ = np.concatenate([self.global_acc_, g_new])

@@ -228,6 +228,9 @@ class CascadeState:
     """The ladder unfamiliar queries get (derived from the calibration data and the knob)."""
     general_tau_index: int = field(metadata=_codec(_DERIVED), default=0)
     """Its gate threshold index (derived)."""
+    shrinkage: float | None = field(metadata=_codec(_json(lambda v: None if v is None else float(v),
+                                                          default=lambda: None)), default=None)
+    """The pseudo-count per-cluster accuracy is shrunk with (``None``: the parameter, older artifacts)."""
     space: str = field(metadata=_codec(_json(str, default=lambda: "embedding")), default="embedding")
     """Where the centroids live: ``"embedding"`` (query embeddings) or ``"profile"`` (learned query profiles)."""
     profiler: QueryProfiler | None = field(metadata=_codec(_profiler()), default=None)
