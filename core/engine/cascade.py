@@ -48,6 +48,8 @@ from .units import CostUnit, check_unit, unit_cost
 
 ARTIFACT_KIND = "crescade.cascade"
 _NOT_SAVED = ("embedder", "progress")
+HONEST_REPEATS = 3
+"""Partitions of the calibration prompts the honest (cross-fitted) knob curve is averaged over."""
 SHRINKAGE_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)
 """Pseudo-counts tried by ``shrinkage="auto"``."""
 SELECTION_BAND = (-0.03, -0.02, -0.01, 0.0, 0.01)
@@ -506,8 +508,16 @@ class Cascade:
         grid, quality = self._grid_values()
         n, n_f = len(data.labels), 2 + data.correct.shape[1]
         hits, spent = np.zeros((n_f, len(grid))), np.zeros((n_f, len(grid)))
-        for f in np.unique(data.folds):
-            tr, te = np.flatnonzero(data.folds != f), np.flatnonzero(data.folds == f)
+        # the QE's folds, then other partitions of the same out-of-fold scores: which prompts a plan is chosen
+        # on is noise too, and averaging partitions removes it
+        rng = np.random.default_rng(self.random_state + 1)
+        n_parts = len(np.unique(data.folds))
+        splits = [(data.folds, f) for f in np.unique(data.folds)]
+        for _ in range(HONEST_REPEATS - 1):
+            part = rng.permutation(n) % n_parts
+            splits += [(part, f) for f in range(n_parts)]
+        for folds, f in splits:
+            tr, te = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
             if len(tr) == 0 or len(te) == 0:
                 continue
             t_tr, t_te = self._table(data, k, tr, tr), self._table(data, k, te, tr)
@@ -526,9 +536,10 @@ class Cascade:
                     hits[fam, g] += h
                     spent[fam, g] += c
         sa, sc = self._strong_acc(data), self._strong_cost(data)
+        reps = len(splits) / max(n_parts, 1)
         # a larger nominal knob never means a worse or cheaper plan: report the monotone envelope
-        retention = np.maximum.accumulate(hits / n / max(sa, 1e-12), axis=1)
-        cost_ratio = np.maximum.accumulate(spent / n / max(sc, 1e-12), axis=1)
+        retention = np.maximum.accumulate(hits / reps / n / max(sa, 1e-12), axis=1)
+        cost_ratio = np.maximum.accumulate(spent / reps / n / max(sc, 1e-12), axis=1)
         return {"grid": grid, "retention": retention, "cost_ratio": cost_ratio,
                 "mode": np.array([1 if quality else 0])}
 
