@@ -11,7 +11,7 @@ from synthetic_records import make_cascade
 
 from crescade import Cascade, ConfigError, Outcomes
 from crescade.engine.calibrate import MIN_CLUSTER_SIZE
-from crescade.engine.cascade import SHRINKAGE_GRID
+from crescade.engine.cascade import QE_C_GRID, SHRINKAGE_GRID
 
 TARGETS = (0.80, 0.90, 0.95, 0.97, 0.98, 0.99, 1.0)
 
@@ -109,3 +109,15 @@ def test_fitted_shrinkage_is_reported_and_persisted(train: Outcomes, tmp_path: P
     assert fixed.shrinkage_ == 7.0 and {r["shrinkage"] for r in fixed.grid_report_} == {7.0}
     with pytest.raises(ConfigError, match="shrinkage must be 'auto' or a finite number >= 0"):
         Cascade(shrinkage="lots").fit(train)  # type: ignore[arg-type]
+
+
+def test_quality_estimator_capacity_is_chosen_out_of_fold(train: Outcomes, tmp_path: Path) -> None:
+    c = Cascade(0.95, cluster_grid=(1, 3), n_folds=3, progress=False).fit(train)
+    assert c.qe_C_ in QE_C_GRID and c.qe_report()["C"] == c.qe_C_
+    assert c.qe_.C == c.qe_C_  # the final estimator is fitted with the chosen value
+    c.save(tmp_path / "c")
+    assert Cascade.load(tmp_path / "c").qe_C_ == c.qe_C_
+    fixed = Cascade(0.95, qe_C=0.5, cluster_grid=(1, 3), n_folds=3, progress=False).fit(train)
+    assert fixed.qe_C_ is None and fixed.qe_.C == 0.5 and fixed.qe_report()["C"] == 0.5
+    with pytest.raises(ConfigError, match="qe_C must be 'auto' or a finite number > 0"):
+        Cascade(qe_C=0.0).fit(train)

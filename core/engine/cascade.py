@@ -48,6 +48,8 @@ from .units import CostUnit, check_unit, unit_cost
 
 ARTIFACT_KIND = "crescade.cascade"
 _NOT_SAVED = ("embedder", "progress")
+QE_C_GRID = (0.03, 0.3, 3.0)
+"""Regularisation strengths ``qe_C="auto"`` chooses the quality estimator's from (out-of-fold log-loss)."""
 HONEST_REPEATS = 3
 """Partitions of the calibration prompts the honest (cross-fitted) knob curve is averaged over."""
 SHRINKAGE_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)
@@ -98,6 +100,8 @@ class Cascade:
     start_model: force the routed model (e.g. the cheapest, for a FrugalGPT-style cascade).
     n_folds: cross-fitting folds: the knob is tuned on out-of-fold quality-estimator scores.
     embedder: ``None`` (offline TF-IDF + SVD fitted on the calibration prompts) or any embedder/callable.
+    qe_C: the quality estimator's inverse regularisation, or ``"auto"``: chosen from :data:`QE_C_GRID` by
+        out-of-fold log-loss on the calibration answers (``qe_C_``).
     tool_calls: how an answer made of schema-valid tool calls (``Answer.tool_calls_valid is True``, which
         includes structured output) is judged: ``"accept"`` it (the estimator is trained on prose and
         cannot read a tool call; invalid calls always escalate, in the dispatch loop) or ``"judge"`` it
@@ -119,7 +123,7 @@ class Cascade:
         n_clusters: int | Literal["auto"] = "auto", cluster_grid: Sequence[int] = (1, 4, 8, 16, 32),
         shrinkage: float | Literal["auto"] = "auto", max_depth: int = 3,
         threshold_mode: Literal["global", "per_cluster"] = "global", start_model: str | None = None,
-        n_folds: int = 5, embedder: Any = None, qe_C: float = 1.0,
+        n_folds: int = 5, embedder: Any = None, qe_C: float | Literal["auto"] = "auto",
         tool_calls: Literal["accept", "judge"] = "accept",
         unfamiliar: Literal["general", "nearest", "strongest"] = "general",
         route_space: Literal["auto", "embedding", "profile"] = "auto", random_state: int = 0,
@@ -196,6 +200,9 @@ class Cascade:
             raise ConfigError(f"tool_calls must be 'accept' or 'judge', got {self.tool_calls!r}")
         if self.threshold_mode not in ("global", "per_cluster"):
             raise ConfigError(f"threshold_mode must be 'global' or 'per_cluster', got {self.threshold_mode!r}")
+        if self.qe_C != "auto" and not (isinstance(self.qe_C, (int, float)) and self.qe_C > 0
+                                        and math.isfinite(self.qe_C)):
+            raise ConfigError(f"qe_C must be 'auto' or a finite number > 0, got {self.qe_C!r}")
         if not (isinstance(self.n_folds, int) and self.n_folds >= 2):
             raise ConfigError(f"n_folds must be an int >= 2, got {self.n_folds!r}")
         if self.shrinkage != "auto" and not (isinstance(self.shrinkage, (int, float))
@@ -242,6 +249,7 @@ class Cascade:
             spaces = self._spaces(m)
             oof_profiles = None
             self.profiler_ = None
+            self.qe_C_: float | None = None
             if "profile" in spaces:
                 self.profiler_ = QueryProfiler()
                 oof_profiles = self.profiler_.fit(emb, correct, folds)
@@ -311,6 +319,12 @@ class Cascade:
         text = np.zeros(correct.shape)
         text[ri, rj] = oof
         return scorer, text
+
+    @property
+    def _qe_c(self) -> float:
+        """The QE's regularisation in use: the fitted one, else the parameter."""
+        fitted = getattr(self, "qe_C_", None)
+        return float(fitted) if fitted is not None else float(self.qe_C)
 
     @property
     def _s(self) -> float:
@@ -424,7 +438,8 @@ class Cascade:
 
     def _fit_qe(self, rows: np.ndarray, labels: np.ndarray, correct: np.ndarray, feats: np.ndarray,
                 finals: list[list[str | None]], logprob: np.ndarray, text: np.ndarray, acc: np.ndarray,
-                gacc: np.ndarray, tables: dict[tuple[int, int], AnswerTable]) -> QualityEstimator:
+                gacc: np.ndarray, tables: dict[tuple[int, int], AnswerTable], c: float | None = None
+                ) -> QualityEstimator:
         m = correct.shape[1]
         rr, mm = np.repeat(rows, m), np.tile(np.arange(m), len(rows))
         keep = ~np.isnan(correct[rr, mm])
@@ -439,7 +454,7 @@ class Cascade:
             ok = ~np.isnan(correct[rr, prev])
             xh = self._rows(rr[ok], mm[ok], labels, feats, codes, lf, logprob, text, acc, gacc, prev[ok])
             x, y = np.vstack([x, xh]), np.concatenate([y, y[ok]])
-        return QualityEstimator(C=self.qe_C).fit(x, y)
+        return QualityEstimator(C=self._qe_c if c is None else c).fit(x, y)
 
     def _crossfit(self, labels: np.ndarray, k: int, correct: np.ndarray, cost: np.ndarray, feats: np.ndarray,
                   finals: list[list[str | None]], logprob: np.ndarray, text: np.ndarray, folds: np.ndarray,
@@ -448,13 +463,32 @@ class Cascade:
         p0 = np.full((n, m), np.nan)
         p1 = np.full((n, m, m), np.nan) if self.max_depth >= 3 else None
         codes = _answer_codes(finals)
+        # the QE's capacity: the parameter, or (first clustering of an "auto" fit) the grid value with the
+        # lowest out-of-fold log-loss, kept for every other clustering and the final fit
+        grid = QE_C_GRID if self.qe_C == "auto" and getattr(self, "qe_C_", None) is None else (self._qe_c,)
+        losses = np.zeros(len(grid))
+        fold_qe = []
         for f in range(self.n_folds):
             tr, te = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
             acc, _, gacc = shrunk_accuracy(correct[tr], labels[tr], k, self._s)
             tables = self._answer_tables(labels[tr], [finals[i] for i in tr], k, ~np.isnan(correct[tr]))
-            qe = self._fit_qe(tr, labels, correct, feats, finals, logprob, text, acc, gacc, tables)
             rr, mm = np.repeat(te, m), np.tile(np.arange(m), len(te))
             lf = self._logfreq(labels, finals, tables)
+            x_te = self._rows(rr, mm, labels, feats, codes, lf, logprob, text, acc, gacc)
+            y_te, known = correct[rr, mm], ~np.isnan(correct[rr, mm])
+            qes = []
+            for g, c in enumerate(grid):
+                qe = self._fit_qe(tr, labels, correct, feats, finals, logprob, text, acc, gacc, tables, float(c))
+                p = np.clip(qe.predict(x_te[known]), 1e-6, 1 - 1e-6)
+                losses[g] -= float(np.sum(y_te[known] * np.log(p) + (1 - y_te[known]) * np.log(1 - p)))
+                qes.append(qe)
+            fold_qe.append((te, acc, gacc, lf, qes))
+        best = int(np.argmin(losses))
+        if len(grid) > 1:
+            self.qe_C_ = float(grid[best])
+        for te, acc, gacc, lf, qes in fold_qe:
+            qe = qes[best]
+            rr, mm = np.repeat(te, m), np.tile(np.arange(m), len(te))
             p0[rr, mm] = qe.predict(self._rows(rr, mm, labels, feats, codes, lf, logprob, text, acc, gacc))
             if p1 is not None:
                 r3 = np.repeat(te, m * m)
@@ -984,7 +1018,7 @@ class Cascade:
             auc[name] = _auc(d.correct[ok, j], d.p0[ok, j])
         weights = self.qe_.weights()
         signals = sorted(weights.items(), key=lambda kv: -abs(kv[1]))[:top]
-        return {"oof_auc": auc, "signals": [{"feature": f, "weight": w} for f, w in signals],
+        return {"oof_auc": auc, "C": self._qe_c, "signals": [{"feature": f, "weight": w} for f, w in signals],
                 "text": {"used": self.text_.used, **dict(self.text_.report_)}}
 
     # ------------------------------------------------------------------ persistence

@@ -231,6 +231,9 @@ class CascadeState:
     shrinkage: float | None = field(metadata=_codec(_json(lambda v: None if v is None else float(v),
                                                           default=lambda: None)), default=None)
     """The pseudo-count per-cluster accuracy is shrunk with (``None``: the parameter, older artifacts)."""
+    qe_C: float | None = field(metadata=_codec(_json(lambda v: None if v is None else float(v),
+                                                     default=lambda: None)), default=None)
+    """The quality estimator's regularisation (``None``: the parameter, older artifacts)."""
     space: str = field(metadata=_codec(_json(str, default=lambda: "embedding")), default="embedding")
     """Where the centroids live: ``"embedding"`` (query embeddings) or ``"profile"`` (learned query profiles)."""
     profiler: QueryProfiler | None = field(metadata=_codec(_profiler()), default=None)
