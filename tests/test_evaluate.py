@@ -152,7 +152,15 @@ def test_report_structure(report: EvalReport) -> None:
                 assert p.cost_at_hull[t] <= p.cost_at[t] + 1e-12
         assert 0.0 <= p.aiq <= p.aiq_anchored + 1e-12 <= 1.0 + 1e-12
     cres = report.policy("crescade")
-    assert len(cres.curve) == 8 and cres.point["knob"] == 0.98
+    # one point per distinct plan of the 8 knob settings, labelled with the first setting that chose it
+    knobs = [pt["knob"] for pt in cres.curve]
+    sweep = np.round(np.arange(0.85, 1.0001, 0.02), 3).tolist()
+    assert 1 <= len(knobs) <= 8 and knobs == sorted(set(knobs)) and set(knobs) <= set(sweep)
+    assert knobs[0] == sweep[0] and cres.point["knob"] == 0.98
+    fitted = report.cascade
+    plans = [(tuple(c.first_), tuple(c.tau_index_), tuple(c.general_ladder_), c.general_tau_index_)
+             for c in (fitted.retarget(quality_target=q) for q in sweep)]
+    assert len(set(plans)) == len(knobs)
     assert report.policy("large").point["retention"] == pytest.approx(1.0)
     assert report.policy("large").point["cost_ratio"] == pytest.approx(1.0)
     # the strongest model alone reaches every target below 100 % at cost ratio <= 1

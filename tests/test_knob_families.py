@@ -114,7 +114,7 @@ def test_fitted_shrinkage_is_reported_and_persisted(train: Outcomes, tmp_path: P
 def test_quality_estimator_capacity_is_chosen_out_of_fold(train: Outcomes, tmp_path: Path) -> None:
     c = Cascade(0.95, cluster_grid=(1, 3), n_folds=3, progress=False).fit(train)
     assert c.qe_C_ in QE_C_GRID and c.qe_report()["C"] == c.qe_C_
-    assert c.qe_.C == c.qe_C_  # the final estimator is fitted with the chosen value
+    assert c.qe_C_ == c.qe_.C  # the final estimator is fitted with the chosen value
     c.save(tmp_path / "c")
     assert Cascade.load(tmp_path / "c").qe_C_ == c.qe_C_
     fixed = Cascade(0.95, qe_C=0.5, cluster_grid=(1, 3), n_folds=3, progress=False).fit(train)

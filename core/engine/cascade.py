@@ -227,6 +227,7 @@ class Cascade:
         self.models_ = list(outcomes.models)
         self.cards_ = {x: prices[x] for x in self.models_} if prices is not None else {}
         self._replay_cache: weakref.WeakKeyDictionary[Outcomes, CalibrationData] = weakref.WeakKeyDictionary()
+        self._knob_cache: dict[str, Any] = {}
         correct = np.asarray(outcomes.correct, dtype=float)
         cost = unit_cost(outcomes, self.cost_unit)
         from threadpoolctl import threadpool_limits  # a scikit-learn dependency
@@ -651,10 +652,18 @@ class Cascade:
         outcomes = self._family_outcomes(honest)
         family, nominal, met, h_ret, h_cost = self._pick(outcomes)
         quality = self.quality_target is not None
-        table = self._table(self.calib_, self.n_clusters_)
+        # the simulated options and each family's candidate plans do not depend on the knob: computed once and
+        # shared by every retarget copy (a pool change makes a new cache)
+        cache = self.__dict__.setdefault("_knob_cache", {})
+        if "table" not in cache:
+            cache["table"] = self._table(self.calib_, self.n_clusters_)
+        table = cache["table"]
         n = float(len(self.calib_.labels))
         sa, sc = self._strong_acc(self.calib_), self._strong_cost(self.calib_)
-        sols = self._family_solutions(table, sc, self._family_names().index(family))
+        fam_i = self._family_names().index(family)
+        if ("sols", fam_i) not in cache:
+            cache[("sols", fam_i)] = self._family_solutions(table, sc, fam_i)
+        sols = cache[("sols", fam_i)]
         sol, _ = choose(sols, n=n, strong_acc=sa, strong_cost=sc,
                         quality_target=nominal if quality else None, cost_target=None if quality else nominal)
         self.first_ = sol.first
@@ -673,9 +682,11 @@ class Cascade:
         }
         self._general_cost = cluster_means(self.calib_.cost, np.zeros(len(self.calib_.labels), dtype=np.int64), 1)[0]
         self.general_ladder_, self.general_tau_index_ = self._general_plan()
+        if ("sols", 0) not in cache:
+            cache[("sols", 0)] = self._family_solutions(table, sc, 0)
         self.frontier_ = sorted(
             ({"accuracy": s.hits / n, "cost_ratio": s.cost / n / sc if sc > 0 else float("nan")}
-             for s in self._candidates(table, sc)),
+             for s in cache[("sols", 0)]),
             key=lambda d: d["cost_ratio"])
 
     def _general_plan(self) -> tuple[list[int], int]:
@@ -684,15 +695,19 @@ class Cascade:
         if self.unfamiliar == "strongest":
             return [self.strongest_], 0
         d = self.calib_
-        one = CalibrationData(labels=np.zeros(len(d.labels), dtype=np.int64), correct=d.correct, cost=d.cost,
-                              p0=d.p0, p1=d.p1, folds=d.folds)
-        acc, _, _ = shrunk_accuracy(d.correct, one.labels, 1, self._s)
-        start = self.models_.index(self.start_model) if self.start_model is not None else None
-        table = simulate(one, acc, self._general_cost[None, :], DEFAULT_THRESHOLDS, self.max_depth,
-                         self.strongest_, start)
         sa, sc = self._strong_acc(d), self._strong_cost(d)
-        sols = candidates(table, per_cluster_threshold=False, cost_scale=max(sc, 1e-12))
-        sols += [s for j in range(len(self.models_)) for s in single_model(table, j)]
+        cache = self.__dict__.setdefault("_knob_cache", {})
+        if "general" not in cache:
+            one = CalibrationData(labels=np.zeros(len(d.labels), dtype=np.int64), correct=d.correct, cost=d.cost,
+                                  p0=d.p0, p1=d.p1, folds=d.folds)
+            acc, _, _ = shrunk_accuracy(d.correct, one.labels, 1, self._s)
+            start = self.models_.index(self.start_model) if self.start_model is not None else None
+            table = simulate(one, acc, self._general_cost[None, :], DEFAULT_THRESHOLDS, self.max_depth,
+                             self.strongest_, start)
+            sols = candidates(table, per_cluster_threshold=False, cost_scale=max(sc, 1e-12))
+            sols += [s for j in range(len(self.models_)) for s in single_model(table, j)]
+            cache["general"] = (table, sols)
+        table, sols = cache["general"]
         sol, _ = choose(sols, n=float(len(d.labels)), strong_acc=sa, strong_cost=sc,
                         quality_target=self.quality_target, cost_target=self.cost_target)
         return list(table.ladders[0][int(sol.first[0])]), int(sol.tau_index[0])
@@ -733,6 +748,7 @@ class Cascade:
             new.start_model = None
         new.honest_ = None
         new._replay_cache = weakref.WeakKeyDictionary()
+        new._knob_cache = {}
         new._resolve()
         return new
 
@@ -799,6 +815,7 @@ class Cascade:
         new.strongest_ = int(np.argmax(np.nanmean(new.calib_.correct, axis=0)))
         new.honest_ = None
         new._replay_cache = weakref.WeakKeyDictionary()
+        new._knob_cache = {}
         new._resolve()
         return new
 
@@ -1084,6 +1101,7 @@ class Cascade:
         state.check()
         self._adopt(state)
         self._replay_cache = weakref.WeakKeyDictionary()
+        self._knob_cache = {}
         self._resolve()
         if meta.get("fingerprint") != self.fingerprint():
             raise ArtifactError("artifact fingerprint does not match its pool, prices and embedder")

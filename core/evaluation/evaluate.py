@@ -58,7 +58,9 @@ __all__ = ["CPT_LEVELS", "POINT_METRICS", "EvalReport", "PolicyReport", "beats_b
 POINT_METRICS: tuple[str, ...] = (
     "accuracy", "retention", "cost_ratio", "usd_per_1k", "escalation_rate", "strong_call_share")
 CPT_LEVELS: tuple[int, ...] = (50, 80, 95)
-DEFAULT_SWEEP = np.round(np.arange(0.85, 1.0001, 0.005), 3)
+DEFAULT_SWEEP = np.round(np.arange(0.80, 1.0001, 0.001), 3)
+"""Quality targets of the cascades' curves: fine enough to reach every distinct plan the knob can choose (the
+routers' curves have 98 λ values); the curve keeps one point per distinct plan."""
 CASCADES = ("crescade", "stage1-only", "stage2-only")
 BASELINE_KINDS = ("cascade", "router", "single", "mix")
 
@@ -384,11 +386,19 @@ def _cascade_policy(ctx: _Ctx, name: str, kw: dict[str, Any], sweep: list[float]
     if fitted.strongest_ != ctx.strongest or list(fitted.models_) != list(ctx.train.models):
         raise PoolError("the cascade's pool or strongest model differs from the evaluation's")
     runs: dict[float, _Run] = {}
+    distinct: dict[tuple[Any, ...], float] = {}  # plan -> the first knob value that chose it
     with Progress(len(sweep), desc=f"sweep {name}", enabled=ctx.progress) as bar:
         for q in sweep:
-            runs[q] = _Run.of_replay(fitted.retarget(quality_target=q).replay(ctx.test))
+            c = fitted.retarget(quality_target=q)
+            key = (tuple(c.first_.tolist()), tuple(c.tau_index_.tolist()), tuple(c.general_ladder_),
+                   c.general_tau_index_)
+            if key in distinct:
+                runs[q] = runs[distinct[key]]
+            else:
+                distinct[key] = q
+                runs[q] = _Run.of_replay(c.replay(ctx.test))
             bar.update()
-    curve = [_point(r, ctx.ref, q) for q, r in runs.items()]
+    curve = [_point(runs[q], ctx.ref, q) for q in distinct.values()]
     cal_at = {}
     for t in ctx.targets:
         hit = next((q for q in sweep if math.isclose(q, t, abs_tol=1e-9)), None)
