@@ -11,6 +11,8 @@ and everything that decides something lives on this side, once, so the two adapt
 * :func:`forced_tool` and :func:`tool_call_problems`: whether the request forces a tool call, and what is
   wrong with the calls an answer made (the gate escalates on any problem);
 * :func:`account`: the account every response carries;
+* :func:`summary_from_provider`: the token-logprob summary of a live response's ``(token, logprob)`` entries
+  (the quality estimator reads it as it read the summaries recorded for calibration);
 * the dispatch drivers, request checks, token counting, stream timing, redaction, collection and the
   fault schedule, re-exported so that adapters need no deeper import.
 """
@@ -25,6 +27,7 @@ from .common.errors import InputError, PoolError, PricingError
 from .common.redact import register_secrets, secrets_of
 from .engine.cascade import Cascade
 from .engine.decisions import Answer, UsageSource
+from .engine.logprobs import LogprobSummary, summarize_logprobs, summary_from_provider
 from .engine.pricing import ModelCard
 from .engine.tokens import count_tokens, resolve_usage
 from .evaluation.timing import query_tpot
@@ -56,6 +59,7 @@ __all__ = [
     "Fault",
     "FaultSchedule",
     "InputError",
+    "LogprobSummary",
     "ModelCard",
     "PoolError",
     "PricingError",
@@ -86,6 +90,8 @@ __all__ = [
     "secrets_of",
     "start_session",
     "stream_session",
+    "summarize_logprobs",
+    "summary_from_provider",
     "tool_call_problems",
     "with_calls",
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,7 +18,7 @@ from langchain_core.messages import (
 from langchain_core.messages.tool import tool_call_chunk
 
 from crescade import Answer
-from crescade.seam import Turn, UsageSource, resolve_usage, with_calls
+from crescade.seam import LogprobSummary, Turn, UsageSource, resolve_usage, summary_from_provider, with_calls
 from crescade.seam import conversation_floor as core_floor
 from crescade.seam import forced_tool as core_forced_tool
 from crescade.seam import render_query as core_render_query
@@ -138,15 +137,12 @@ def tool_call_problems(msg: AIMessage, tools: Sequence[Mapping[str, Any]], tool_
     return core_tool_call_problems(_calls(msg), schemas, forced)
 
 
-def _logprob_mean(metadata: Mapping[str, Any]) -> float | None:
+def _logprobs(metadata: Mapping[str, Any]) -> LogprobSummary | None:
+    """The token-logprob summary (core rule) of ``response_metadata["logprobs"]["content"]``: OpenAI's
+    per-token ``{token, logprob}`` entries, concatenated over the chunks of a streamed message."""
     lp = metadata.get("logprobs")
     content = lp.get("content") if isinstance(lp, Mapping) else None
-    if not isinstance(content, list):
-        return None
-    values = [float(t["logprob"]) for t in content
-              if isinstance(t, Mapping) and isinstance(t.get("logprob"), (int, float))
-              and math.isfinite(float(t["logprob"]))]
-    return sum(values) / len(values) if values else None
+    return summary_from_provider(content) if isinstance(content, list) else None
 
 
 def _finish_reason(metadata: Mapping[str, Any]) -> str | None:
@@ -166,7 +162,7 @@ def answer_from_message(
     live: LiveStream | None = None,
 ) -> Answer:
     """The core's view of one tier's message: text, usage (provider, else counted and marked), finish
-    reason, mean token logprob, tool-call validity and, for a streamed call (``live``), measured TTFT
+    reason, token-logprob summary, tool-call validity and, for a streamed call (``live``), measured TTFT
     and TPOT. A stream without usage has its output counted as its content chunks (marked ``estimate``).
     """
     text = message_text(msg)
@@ -186,7 +182,7 @@ def answer_from_message(
     tpot = live.clock.tpot(n_out) if live is not None else None
     return Answer(
         text=text, model=model, input_tokens=n_in, output_tokens=n_out, usage_source=source,
-        finish_reason=_finish_reason(msg.response_metadata), logprob_mean=_logprob_mean(msg.response_metadata),
+        finish_reason=_finish_reason(msg.response_metadata), logprobs=_logprobs(msg.response_metadata),
         tool_calls_valid=None if problems is None else not problems, problems=tuple(problems or ()),
         ttft_s=ttft, tpot_s=tpot, payload=msg,
     )

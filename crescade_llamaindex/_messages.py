@@ -10,14 +10,21 @@ messages' ``additional_kwargs["crescade"]``.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse, MessageRole, ToolCallBlock
 
 from crescade import Answer
-from crescade.seam import StreamClock, Turn, UsageSource, resolve_usage, with_calls
+from crescade.seam import (
+    LogprobSummary,
+    StreamClock,
+    Turn,
+    UsageSource,
+    resolve_usage,
+    summary_from_provider,
+    with_calls,
+)
 from crescade.seam import conversation_floor as core_floor
 from crescade.seam import forced_tool as core_forced_tool
 from crescade.seam import render_query as core_render_query
@@ -249,10 +256,42 @@ def _finish_reason(resp: ChatResponse | CompletionResponse) -> str | None:
     return None
 
 
-def _logprob_mean(resp: ChatResponse | CompletionResponse) -> float | None:
-    lps = getattr(resp, "logprobs", None) or []
-    values = [float(tok[0].logprob) for tok in lps if tok and math.isfinite(float(tok[0].logprob))]
-    return sum(values) / len(values) if values else None
+def _choice_logprobs(raw: Any) -> list[Any] | None:
+    """The chosen tokens' ``(token, logprob)`` entries in an OpenAI-style raw response or stream chunk:
+    ``choices[0].logprobs.content`` (chat), or ``tokens`` / ``token_logprobs`` (completions); ``None`` if absent."""
+    choices = _get(raw, "choices") if raw is not None else None
+    if not isinstance(choices, (list, tuple)) or not choices:
+        return None
+    lp = _get(choices[0], "logprobs")
+    if lp is None:
+        return None
+    content = _get(lp, "content")
+    if isinstance(content, (list, tuple)):
+        return list(content)
+    tokens, values = _get(lp, "tokens"), _get(lp, "token_logprobs")
+    if isinstance(tokens, (list, tuple)) and isinstance(values, (list, tuple)) and len(tokens) == len(values):
+        return list(zip(tokens, values, strict=True))
+    return None
+
+
+def _logprobs(resp: ChatResponse | CompletionResponse,
+              chunks: Sequence[ChatResponse | CompletionResponse] | None) -> LogprobSummary | None:
+    """The token-logprob summary (core rule) of a response: the chosen tokens of its raw OpenAI-style choice
+    (over every chunk of a stream), else LlamaIndex's ``logprobs`` (the top alternative per token: the chosen
+    token under greedy decoding)."""
+    entries: list[Any] = []
+    found = False
+    for r in chunks or [resp]:
+        part = _choice_logprobs(r.raw)
+        if part is not None:
+            found = True
+            entries += part
+    if found:
+        return summary_from_provider(entries)
+    lps = getattr(resp, "logprobs", None)
+    if not lps:
+        return None
+    return summary_from_provider(tok[0] if tok else None for tok in lps)
 
 
 def answer_from_response(
@@ -267,7 +306,7 @@ def answer_from_response(
     clock: StreamClock | None = None,
 ) -> Answer:
     """The core's view of one tier's response: text (tool calls summarised), usage (provider, else
-    counted and marked), finish reason, mean token logprob, tool-call validity and, for a streamed call
+    counted and marked), finish reason, token-logprob summary, tool-call validity and, for a streamed call
     (``chunks`` and its ``clock``), measured TTFT and TPOT. A stream without usage has its output counted
     as its output chunks (marked ``estimate``)."""
     problems: list[str] | None = None
@@ -290,7 +329,7 @@ def answer_from_response(
     tpot = clock.tpot(n_out) if clock is not None else None
     return Answer(
         text=text, model=model, input_tokens=n_in, output_tokens=n_out, usage_source=source,
-        finish_reason=_finish_reason(resp), logprob_mean=_logprob_mean(resp),
+        finish_reason=_finish_reason(resp), logprobs=_logprobs(resp, chunks),
         tool_calls_valid=None if problems is None else not problems, problems=tuple(problems or ()),
         ttft_s=ttft, tpot_s=tpot, payload=resp,
     )

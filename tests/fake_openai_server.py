@@ -10,6 +10,11 @@ in a daemon thread until :meth:`FakeOpenAI.stop`; loopback only.
 wire: ``429`` (with ``Retry-After``), ``429-bare``, ``500``, ``503``, ``reset`` (connection reset, no
 response), ``malformed`` (200 with a body that is not JSON), ``hang`` (no response until released),
 ``stream-cut`` (two chunks, then the connection closes), ``401-echo`` (a 401 whose message repeats the key).
+
+Asked for ``logprobs``, it returns them as OpenAI does (``choices[0].logprobs.content``: one
+``{token, logprob, bytes, top_logprobs}`` per token; per chunk when streaming), with ``top_logprobs`` holding
+the chosen token when ``top_logprobs >= 1``. Its tokens are the words and spaces of the answer
+(:func:`tokens_of`), and their logprobs are :func:`token_logprobs` (a fixed pattern per model).
 """
 
 from __future__ import annotations
@@ -27,6 +32,29 @@ from typing import Any
 CHEAP_M, STRONG_M = "cheap-m", "strong-m"
 _ARITH = re.compile(r"(-?\d+)\s*(plus|times)\s*(-?\d+)")
 _USAGE = {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27}
+
+
+def tokens_of(content: str) -> list[str]:
+    """The fake's tokens: the answer's words and runs of whitespace (one streamed chunk each)."""
+    return [w for w in re.split(r"(\s+)", content) if w]
+
+
+def token_logprobs(model: str, n: int) -> list[float]:
+    """The logprobs the fake gives its ``n`` tokens: confident for ``strong-m``, unsure for ``cheap-m``."""
+    pattern = (-0.05, -0.2, -0.1) if model == STRONG_M else (-1.5, -0.4, -2.5, -0.9)
+    return [pattern[i % len(pattern)] for i in range(n)]
+
+
+def _logprob_entries(body: dict[str, Any], tokens: list[str], first: int = 0) -> dict[str, Any] | None:
+    if not body.get("logprobs"):
+        return None
+    lps = token_logprobs(body["model"], first + len(tokens))[first:]
+    top = int(body.get("top_logprobs") or 0)
+    content = []
+    for t, lp in zip(tokens, lps, strict=True):
+        entry = {"token": t, "logprob": lp, "bytes": list(t.encode())}
+        content.append({**entry, "top_logprobs": [entry] if top >= 1 else []})
+    return {"content": content, "refusal": None}
 
 
 def reply(body: dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -112,7 +140,8 @@ class _Handler(BaseHTTPRequestHandler):
         base = {"id": "chatcmpl-fake", "created": int(time.time()), "model": body["model"]}
         if not body.get("stream"):
             out = {**base, "object": "chat.completion", "usage": _USAGE,
-                   "choices": [{"index": 0, "message": {"role": "assistant", **msg}, "finish_reason": finish}]}
+                   "choices": [{"index": 0, "message": {"role": "assistant", **msg}, "finish_reason": finish,
+                                "logprobs": _logprob_entries(body, tokens_of(msg.get("content") or ""))}]}
             data = json.dumps(out).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -125,10 +154,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         chunk = {**base, "object": "chat.completion.chunk"}
-        deltas: list[dict[str, Any]] = [{"role": "assistant", "content": w}
-                                        for w in re.split(r"(\s+)", msg.get("content") or "") if w]
+        words = tokens_of(msg.get("content") or "")
+        deltas: list[dict[str, Any]] = [{"role": "assistant", "content": w} for w in words]
         deltas += [{"tool_calls": [{"index": i, **c}]} for i, c in enumerate(msg.get("tool_calls") or [])]
-        events = [{**chunk, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+        chunk_lps = [_logprob_entries(body, [w], i) for i, w in enumerate(words)]
+        chunk_lps += [None] * (len(deltas) - len(words))  # tool-call pieces carry none
+        events = [{**chunk, "choices": [{"index": 0, "delta": d, "finish_reason": None, "logprobs": lp}]}
+                  for d, lp in zip(deltas, chunk_lps, strict=True)]
         events.append({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
         if self.server.stream_usage:  # type: ignore[attr-defined]
             events.append({**chunk, "choices": [], "usage": _USAGE})

@@ -479,3 +479,22 @@ def test_impossible_measurements_are_recorded_as_unknown(tmp_path: Path) -> None
     (rec,) = [r for r in read_records(tmp_path / "r.jsonl") if r.model == "small"]
     assert rec.ttft_s is None and rec.logprob_mean is None
     assert rec.latency_s is not None and rec.latency_s >= 0  # measured around the call instead
+
+
+def test_the_token_logprob_summary_is_recorded_in_every_column(tmp_path: Path) -> None:
+    from crescade.engine.logprobs import LOGPROB_COLUMNS, summarize_logprobs
+
+    summary = summarize_logprobs(["So", " it", " is", " 4", "2"], [-0.1, -0.2, -0.3, -1.0, -2.0])
+    assert summary is not None and summary.final_mean is not None
+
+    def call(model: str, ex: Example) -> Answer:
+        if model == "small":
+            return Answer("So it is 42", model, 1, 5, logprobs=summary)
+        return Answer("So it is 42", model, 1, 5, logprob_mean=0.5)  # not a log-probability
+
+    with pytest.warns(RuntimeWarning, match="not a log-probability"):
+        run([Example("x", "q", "42")], call, tmp_path / "r.jsonl")
+    by = {r.model: r for r in read_records(tmp_path / "r.jsonl")}
+    assert by["small"].logprobs == summary
+    assert [getattr(by["small"], c) for c in LOGPROB_COLUMNS] == list(summary.values())
+    assert all(getattr(by["large"], c) is None for c in LOGPROB_COLUMNS)

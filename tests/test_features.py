@@ -14,6 +14,7 @@ from crescade.engine.features import (
     answer_features,
     arithmetic_checks,
     final_answer,
+    final_answer_span,
     parse_number,
     safe_arith,
 )
@@ -79,6 +80,29 @@ def test_final_answer_priority_boxed_over_marker_and_last_number() -> None:
 )
 def test_final_answer_none_when_nothing_to_read(text: str) -> None:
     assert final_answer(text) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "spanned"),
+    [
+        ("  \\boxed{42} is it", "42"),
+        ("Answer: 3. Actually \\boxed{5} and then 9", "5"),
+        ("#### 8\nbut some other number 11", "8"),
+        ("So it is 3 + 4 = 7.\nAnswer: 1,200", "1,200"),
+        ("\n (C) because", "C"),
+        ("She pays 3 + 4 = 7 dollars, then 7 * 2 = 14", "14"),
+        ("x" * 500 + " 77 and 78", "78"),
+    ],
+)
+def test_final_answer_span_is_where_the_final_answer_is_written(text: str, spanned: str) -> None:
+    span = final_answer_span(text)
+    assert span is not None
+    assert text[span[0]:span[1]] == spanned
+
+
+@pytest.mark.parametrize("text", ["```python\ndef f(x):\n    return 1\n```", "", "no number here"])
+def test_final_answer_span_absent_when_there_is_no_final_answer(text: str) -> None:
+    assert final_answer_span(text) is None and final_answer(text) is None
 
 
 def test_final_answer_only_reads_the_capped_prefix() -> None:

@@ -18,7 +18,7 @@ def _training_scores(c: Cascade, data: Outcomes, prev: np.ndarray | None) -> np.
     lf = c._logfreq(labels, finals, c.answer_tables_)
     rows, models = np.repeat(np.arange(n), m), np.tile(np.arange(m), n)
     text = c.text_.score([data.responses[i][j] for i, j in zip(rows, models, strict=True)]).reshape(n, m)
-    x = c._rows(rows, models, labels, feats, _answer_codes(finals), lf, np.asarray(data.logprob_mean, float),
+    x = c._rows(rows, models, labels, feats, _answer_codes(finals), lf, data.logprobs,
                 text, c.acc_table_, c.global_acc_, None if prev is None else prev[models])
     return c.qe_.predict(x).reshape(n, m)
 

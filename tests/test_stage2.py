@@ -9,6 +9,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from crescade.common.errors import ConfigError, NotFittedError
+from crescade.engine.logprobs import LogprobSummary
 from crescade.engine.stage2 import (
     EXTRA_NAMES,
     QE_FEATURE_NAMES,
@@ -142,7 +143,7 @@ def named(values: list[float]) -> dict[str, float]:
 
 
 def test_extra_features_history() -> None:
-    base = dict(prior=0.8, global_prior=0.6, answer_logfreq=-1.0, logprob_mean=None, final="c:A")
+    base = dict(prior=0.8, global_prior=0.6, answer_logfreq=-1.0, logprobs=None, final="c:A")
     none = extra_features(**base, history=[])
     assert len(none) == len(EXTRA_NAMES)
     first = named(none)
@@ -154,7 +155,6 @@ def test_extra_features_history() -> None:
     disagree = named(extra_features(**base, history=[("c:B", 0.7), (None, 0.9)]))
     assert disagree["agrees"] == 0.0 and disagree["disagree_prior"] == pytest.approx(logit(0.7))
     assert disagree["n_comparable"] == 1.0 and disagree["has_history"] == 1.0
-    lp = named(extra_features(**{**base, "logprob_mean": -0.25}, history=[]))
+    lp = named(extra_features(**{**base, "logprobs": LogprobSummary(mean=-0.25)}, history=[]))
     assert lp["has_logprob"] == 1.0 and lp["logprob_mean"] == -0.25
-    nan_lp = named(extra_features(**{**base, "logprob_mean": float("nan")}, history=[]))
-    assert nan_lp["has_logprob"] == 0.0 and nan_lp["logprob_mean"] == 0.0
+    assert first["has_logprob"] == 0.0 and math.isnan(first["logprob_mean"])  # absent: neutral, not 0

@@ -37,11 +37,12 @@ from .calibrate import (
 from .decisions import Answer, Plan, Verdict
 from .embed import as_embedder
 from .features import answer_features, final_answer
+from .logprobs import LogprobSummary
 from .pricing import ModelCard
 from .profile import QueryProfiler
 from .records import Outcomes
 from .stage1 import Geometry, assign, cluster_means, efficient_ladder, fit_centroids, shrunk_accuracy
-from .stage2 import EXTRA_NAMES, AnswerTable, QualityEstimator, TextScorer, extra_features
+from .stage2 import EXTRA_NAMES, AnswerTable, QualityEstimator, TextScorer, extra_features, fill_logprob_features
 from .state import CascadeState
 from .store import dump_fields, fingerprint, load_artifact, load_fields, save_artifact
 from .units import CostUnit, check_unit, unit_cost
@@ -242,7 +243,7 @@ class Cascade:
             bar.update(1)
             feats = self._text_features(outcomes.prompts, outcomes.responses, outcomes.finish_reason)
             finals = [[final_answer(r) for r in row] for row in outcomes.responses]
-            logprob = np.asarray(outcomes.logprob_mean, dtype=float)
+            logprob = np.asarray(outcomes.logprobs, dtype=float)  # [n, m, stats]: token-logprob summaries
             bar.update(1)
             folds = np.random.default_rng(self.random_state).permutation(n) % self.n_folds
             self.text_, text = self._fit_text(outcomes, correct, folds)
@@ -412,16 +413,13 @@ class Cascade:
         ``prev[r]`` as history: the vectorised twin of :func:`crescade.stage2.extra_features`
         (``codes`` are integer ids of final answers, -1 where none can be read)."""
         k = labels[rows]
-        lp = logprob[rows, models]
-        has_lp = np.isfinite(lp)
         d = feats.shape[2]
         out = np.zeros((len(rows), d + len(EXTRA_NAMES)))
         out[:, :d] = feats[rows, models]
         out[:, d] = _vlogit(acc[k, models])
         out[:, d + 1] = _vlogit(gacc[models])
         out[:, d + 2] = logfreq[rows, models]
-        out[:, d + 3] = has_lp
-        out[:, d + 4] = np.where(has_lp, lp, 0.0)
+        fill_logprob_features(out[:, d:], logprob[rows, models])
         out[:, d + 10] = text[rows, models]
         if prev is not None:
             have = prev >= 0
@@ -799,10 +797,9 @@ class Cascade:
         # QE scores of the new model's calibration answers (the estimator is reused as is)
         p0 = np.full(n, np.nan)
         for i, s in zip(rows.tolist(), src.tolist(), strict=True):
-            lp = float(np.asarray(outcomes.logprob_mean)[s, col])
             ans = Answer(text=outcomes.responses[s][col], model=name,
                          finish_reason=outcomes.finish_reason[s][col],
-                         logprob_mean=lp if math.isfinite(lp) else None)
+                         logprobs=LogprobSummary.from_values(outcomes.logprobs[s, col]))
             p0[i] = new._score(self.calib_prompt_text(i, outcomes, s), ans, int(labels[i]), [])
         p1 = None
         if self.calib_.p1 is not None:
@@ -894,7 +891,7 @@ class Cascade:
                 hist.append((final_answer(h.text), float(self.acc_table_[k, self.models_.index(h.model)])))
         x = answer_features(query, answer.text, finish_reason=answer.finish_reason) + extra_features(
             prior=float(self.acc_table_[k, j]), global_prior=float(self.global_acc_[j]),
-            answer_logfreq=self.answer_tables_[(k, j)].logfreq(fa), logprob_mean=answer.logprob_mean,
+            answer_logfreq=self.answer_tables_[(k, j)].logfreq(fa), logprobs=answer.logprobs,
             final=fa, history=hist, text_logit=float(self.text_.score([answer.text])[0]))
         return float(self.qe_.predict(np.asarray(x, dtype=float))[0])
 
@@ -937,7 +934,7 @@ class Cascade:
         finals = [[final_answer(r) for r in row] for row in responses]
         codes = _answer_codes(finals)
         lf = self._logfreq(labels, finals, self.answer_tables_)
-        logprob = np.asarray(outcomes.logprob_mean, dtype=float)[:, cols]
+        logprob = np.asarray(outcomes.logprobs, dtype=float)[:, cols]
         rows, models = np.repeat(np.arange(n), m), np.tile(np.arange(m), n)
         text = self.text_.score([responses[i][j] or "" for i, j in zip(rows, models, strict=True)]).reshape(n, m)
         args = (labels, feats, codes, lf, logprob, text, self.acc_table_, self.global_acc_)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from ..common.errors import ConfigError
+from .logprobs import LogprobSummary
 
 UsageSource = Literal["provider", "tiktoken", "estimate"]
 
@@ -38,6 +42,9 @@ class Answer:
 
     ``payload`` carries the framework's own message object untouched (the core never reads it).
     Token counts are ``None`` when the provider did not report them; the dispatch loop then counts.
+    ``logprobs`` is the summary of the answer's token logprobs when the provider returned them (an adapter
+    builds it with :func:`crescade.seam.summary_from_provider`); ``logprob_mean`` mirrors its mean, or is
+    given alone by a caller that knows only the mean.
     """
 
     text: str
@@ -53,7 +60,18 @@ class Answer:
     latency_s: float | None = None
     ttft_s: float | None = None
     tpot_s: float | None = None
+    logprobs: LogprobSummary | None = None
     payload: Any = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.logprobs is not None:
+            if not isinstance(self.logprobs, LogprobSummary):
+                raise ConfigError(f"Answer.logprobs must be a LogprobSummary (crescade.seam.summary_from_provider "
+                                  f"builds one from a response's tokens), got {type(self.logprobs).__name__}")
+            self.logprob_mean = self.logprobs.mean
+        elif isinstance(self.logprob_mean, (int, float)) and not isinstance(self.logprob_mean, bool) \
+                and math.isfinite(self.logprob_mean) and self.logprob_mean <= 0:
+            self.logprobs = LogprobSummary(mean=float(self.logprob_mean))
 
 
 @dataclass(frozen=True)

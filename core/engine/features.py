@@ -58,30 +58,47 @@ def final_answer(text: str) -> str | None:
     ``c:X`` for a choice label, ``n:V`` for a number; ``None`` when none can be read (e.g. code).
     Priority: ``\\boxed{}``, a short choice label, ``#### N`` / ``Answer: N``, the last number.
     """
+    found = _final(text)
+    return found[0] if found is not None else None
+
+
+def final_answer_span(text: str) -> tuple[int, int] | None:
+    """Where in ``text`` the answer :func:`final_answer` reads is written: ``(start, end)`` character offsets
+    of the boxed content, the marked number, the choice label or the last number; ``None`` when there is none."""
+    found = _final(text)
+    return (found[1], found[2]) if found is not None else None
+
+
+def _final(text: str) -> tuple[str, int, int] | None:
+    """The final answer and its span in ``text`` (the one rule behind :func:`final_answer` and its span)."""
+    lead = len(text) - len(text.lstrip())
     t = text.strip()[:MAX_TEXT]
     if not t:
         return None
-    boxed = _BOXED.findall(t)
+    boxed = list(_BOXED.finditer(t))
     if boxed:
-        v = parse_number(boxed[-1].strip().lstrip("$"))
-        return "n:" + _fmt(v) if v is not None else "s:" + boxed[-1].strip().lower()
-    marked = _MARKED.findall(t)
+        b = boxed[-1]
+        inner = b.group(1)
+        v = parse_number(inner.strip().lstrip("$"))
+        return ("n:" + _fmt(v) if v is not None else "s:" + inner.strip().lower()), lead + b.start(1), lead + b.end(1)
+    marked = list(_MARKED.finditer(t))
     if marked:
-        v = parse_number(marked[-1])
+        v = parse_number(marked[-1].group(1))
         if v is not None:
-            return "n:" + _fmt(v)
+            return "n:" + _fmt(v), lead + marked[-1].start(1), lead + marked[-1].end(1)
     m = _CHOICE.match(t)
     if m and len(t) <= 40:
-        return "c:" + m.group(1).upper()
+        return "c:" + m.group(1).upper(), lead + m.start(1), lead + m.end(1)
     if "```" in t or "def " in t:
         return None
-    nums = _NUM.findall(t[-400:])
+    cut = max(0, len(t) - 400)
+    nums = list(_NUM.finditer(t[cut:]))
     if nums:
-        v = parse_number(nums[-1])
+        v = parse_number(nums[-1].group())
         if v is not None:
-            return "n:" + _fmt(v)
+            return "n:" + _fmt(v), lead + cut + nums[-1].start(), lead + cut + nums[-1].end()
     if m:
-        return "c:" + m.group(1).upper()
+        return "c:" + m.group(1).upper(), lead + m.start(1), lead + m.end(1)
     return None
 
 

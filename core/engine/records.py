@@ -2,9 +2,12 @@
 
 Files are CSV or JSONL, optionally gzip-compressed (``.csv``, ``.csv.gz``, ``.jsonl``, ``.jsonl.gz``).
 Required columns: ``prompt_id, prompt, model, response, correct, input_tokens, output_tokens, cost_usd``;
-optional: ``task, split, latency_s, ttft_s, tpot_s, logprob_mean, finish_reason, usage_source``; others are
-ignored. ``usage_source`` says where the token counts came from: ``provider`` (reported by the API),
-``tiktoken`` (counted) or ``estimate`` (approximated, e.g. from streamed chunks).
+optional: ``task, split, latency_s, ttft_s, tpot_s, logprob_mean, logprob_min, logprob_p10, logprob_p25,
+logprob_final_mean, logprob_final_min, finish_reason, usage_source``; others are ignored. The ``logprob_*``
+columns are the answer's token-logprob summary (:mod:`crescade.engine.logprobs`; older files have
+``logprob_mean`` alone, and read as a summary of the mean only). ``usage_source`` says where the token
+counts came from: ``provider`` (reported by the API), ``tiktoken`` (counted) or ``estimate`` (approximated,
+e.g. from streamed chunks).
 Every problem in a file raises :class:`~crescade.errors.RecordsError` naming the file, line and column.
 An empty optional cell is read as ``None``.
 """
@@ -31,6 +34,7 @@ import numpy as np
 
 from ..common.atomic import atomic_write
 from ..common.errors import ConfigError, PoolError, PricingError, RecordsError
+from .logprobs import LOGPROB_COLUMNS, LogprobSummary
 from .pricing import ModelCard
 
 __all__ = [
@@ -46,18 +50,19 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
     "prompt_id", "prompt", "model", "response", "correct", "input_tokens", "output_tokens", "cost_usd",
 )
 OPTIONAL_COLUMNS: tuple[str, ...] = (
-    "task", "split", "latency_s", "ttft_s", "tpot_s", "logprob_mean", "finish_reason", "usage_source",
+    "task", "split", "latency_s", "ttft_s", "tpot_s", *LOGPROB_COLUMNS, "finish_reason", "usage_source",
 )
 USAGE_SOURCES: frozenset[str] = frozenset({"provider", "tiktoken", "estimate"})
 # Column order used when writing (matches the shared data files).
 _WRITE_ORDER: tuple[str, ...] = (
     "prompt_id", "task", "split", "prompt", "model", "response", "correct", "input_tokens",
-    "output_tokens", "cost_usd", "latency_s", "ttft_s", "tpot_s", "logprob_mean", "finish_reason",
+    "output_tokens", "cost_usd", "latency_s", "ttft_s", "tpot_s", *LOGPROB_COLUMNS, "finish_reason",
     "usage_source",
 )
-_OPTIONAL_FLOATS = ("latency_s", "ttft_s", "tpot_s", "logprob_mean")
+_OPTIONAL_FLOATS = ("latency_s", "ttft_s", "tpot_s", *LOGPROB_COLUMNS)
 _OPTIONAL_STRS = ("task", "split", "finish_reason", "usage_source")
 _NONNEG_FLOATS = frozenset({"latency_s", "ttft_s", "tpot_s"})
+_NONPOS_FLOATS = frozenset(LOGPROB_COLUMNS)  # log-probabilities
 _GZIP_MAGIC = b"\x1f\x8b"
 
 Incomplete = Literal["error", "drop"]
@@ -81,8 +86,19 @@ class Record:
     ttft_s: float | None = None
     tpot_s: float | None = None
     logprob_mean: float | None = None
+    logprob_min: float | None = None
+    logprob_p10: float | None = None
+    logprob_p25: float | None = None
+    logprob_final_mean: float | None = None
+    logprob_final_min: float | None = None
     finish_reason: str | None = None
     usage_source: str | None = None
+
+    @property
+    def logprobs(self) -> LogprobSummary | None:
+        """The answer's token-logprob summary (``None`` when none was recorded)."""
+        return LogprobSummary.from_values([math.nan if (v := getattr(self, c)) is None else v
+                                           for c in LOGPROB_COLUMNS])
 
 
 # --------------------------------------------------------------------------- value parsing
@@ -198,7 +214,11 @@ def _parse_row(
         x = _to_float(v, col, loc)
         if col in _NONNEG_FLOATS and x < 0:
             raise loc.error(f"must be >= 0, got {v!r}", col)
+        if col in _NONPOS_FLOATS and x > 0:
+            raise loc.error(f"a log-probability must be <= 0, got {v!r}", col)
         opt[col] = x
+    if any(c in opt for c in LOGPROB_COLUMNS[1:]) and "logprob_mean" not in opt:
+        raise loc.error("a logprob summary needs its mean", "logprob_mean")
     for col in _OPTIONAL_STRS:
         v = get(col)
         if _blank(v):
@@ -582,7 +602,9 @@ class Outcomes:
     latency_s: np.ndarray
     ttft_s: np.ndarray
     tpot_s: np.ndarray
-    logprob_mean: np.ndarray
+    logprobs: np.ndarray
+    """``[n_prompts, n_models, len(LOGPROB_STATS)]``: each answer's token-logprob summary
+    (:meth:`LogprobSummary.values <crescade.engine.logprobs.LogprobSummary.values>`), ``NaN`` where absent."""
     finish_reason: list[list[str | None]]
 
     def __post_init__(self) -> None:
@@ -595,15 +617,26 @@ class Outcomes:
                 raise RecordsError(f"Outcomes.{name} rows must have {m} entries")
         for name, dtype in (("correct", np.float64), ("cost", np.float64), ("input_tokens", np.int64),
                             ("output_tokens", np.int64), ("latency_s", np.float64),
-                            ("ttft_s", np.float64), ("tpot_s", np.float64), ("logprob_mean", np.float64)):
+                            ("ttft_s", np.float64), ("tpot_s", np.float64)):
             arr = np.asarray(getattr(self, name), dtype=dtype)
             if arr.shape != (n, m):
                 raise RecordsError(f"Outcomes.{name} has shape {arr.shape}, expected {(n, m)}")
             setattr(self, name, arr)
+        lp = np.asarray(self.logprobs, dtype=np.float64)
+        if lp.shape == (n, m):  # the mean alone (the matrix of older crescade versions)
+            lp = np.concatenate([lp[:, :, None], np.full((n, m, len(LOGPROB_COLUMNS) - 1), np.nan)], axis=2)
+        if lp.shape != (n, m, len(LOGPROB_COLUMNS)):
+            raise RecordsError(f"Outcomes.logprobs has shape {lp.shape}, expected {(n, m, len(LOGPROB_COLUMNS))}")
+        self.logprobs = lp
         if len(set(self.models)) != m:
             raise PoolError(f"duplicate model names: {self.models}")
         if len(set(self.prompt_ids)) != n:
             raise RecordsError("duplicate prompt ids")
+
+    @property
+    def logprob_mean(self) -> np.ndarray:
+        """``[n_prompts, n_models]`` mean token logprob of each answer (``NaN`` where absent)."""
+        return self.logprobs[:, :, 0]
 
     # -- construction
 
@@ -624,7 +657,8 @@ class Outcomes:
         n, m = len(pids), len(models)
         f = np.empty((n, m), dtype=np.float64)
         correct, cost = f.copy(), f.copy()
-        latency, ttft, tpot, logprob = (np.full((n, m), np.nan) for _ in range(4))
+        latency, ttft, tpot = (np.full((n, m), np.nan) for _ in range(3))
+        logprob = np.full((n, m, len(LOGPROB_COLUMNS)), np.nan)
         n_in = np.zeros((n, m), dtype=np.int64)
         n_out = np.zeros((n, m), dtype=np.int64)
         responses: list[list[str]] = [[""] * m for _ in range(n)]
@@ -638,10 +672,13 @@ class Outcomes:
             correct[i, j], cost[i, j] = r.correct, r.cost_usd
             n_in[i, j], n_out[i, j] = r.input_tokens, r.output_tokens
             responses[i][j], finish[i][j] = r.response, r.finish_reason
-            for arr, v in ((latency, r.latency_s), (ttft, r.ttft_s), (tpot, r.tpot_s),
-                           (logprob, r.logprob_mean)):
+            for arr, v in ((latency, r.latency_s), (ttft, r.ttft_s), (tpot, r.tpot_s)):
                 if v is not None:
                     arr[i, j] = v
+            for stat, name in enumerate(LOGPROB_COLUMNS):
+                v = getattr(r, name)
+                if v is not None:
+                    logprob[i, j, stat] = v
         return cls(pids, prompts, tasks, splits, models, correct, cost, n_in, n_out, responses,
                    latency, ttft, tpot, logprob, finish)
 
@@ -707,7 +744,7 @@ class Outcomes:
             latency_s=self.latency_s[idx],
             ttft_s=self.ttft_s[idx],
             tpot_s=self.tpot_s[idx],
-            logprob_mean=self.logprob_mean[idx],
+            logprobs=self.logprobs[idx],
             finish_reason=[list(self.finish_reason[i]) for i in ix],
         )
 
@@ -749,7 +786,7 @@ class Outcomes:
             latency_s=self.latency_s[:, c],
             ttft_s=self.ttft_s[:, c],
             tpot_s=self.tpot_s[:, c],
-            logprob_mean=self.logprob_mean[:, c],
+            logprobs=self.logprobs[:, c],
             finish_reason=[[row[j] for j in cols] for row in self.finish_reason],
         )
 
@@ -776,8 +813,12 @@ class Outcomes:
                     latency_s=opt(self.latency_s[i, j]),
                     ttft_s=opt(self.ttft_s[i, j]),
                     tpot_s=opt(self.tpot_s[i, j]),
-                    logprob_mean=opt(self.logprob_mean[i, j]),
                     finish_reason=self.finish_reason[i][j],
+                    **_logprob_kwargs(self.logprobs[i, j]),
                 ))
         return out
 
+
+def _logprob_kwargs(values: np.ndarray) -> dict[str, Any]:
+    """The ``logprob_*`` fields of a :class:`Record` from one answer's summary values (``NaN``: absent)."""
+    return {col: None if math.isnan(v) else float(v) for col, v in zip(LOGPROB_COLUMNS, values.tolist(), strict=True)}

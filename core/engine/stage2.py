@@ -3,7 +3,8 @@
 It never sees a gold answer. Its inputs are model-agnostic, so a model it was not trained on is
 judged through that model's Stage-1 profile rather than its name:
 
-* answer text features (:mod:`crescade.features`), finish reason / truncation, mean token logprob;
+* answer text features (:mod:`crescade.features`), finish reason / truncation, the token-logprob summary
+  (:mod:`crescade.engine.logprobs`: mean, min, 10th/25th percentiles, mean and min over the final answer);
 * the model's shrunk accuracy in the query's cluster and overall (as logits);
 * how common this final answer is among the model's answers in the cluster (answer bias);
 * agreement with answers given by earlier tiers of the same request.
@@ -24,12 +25,23 @@ import numpy as np
 
 from ..common.errors import ConfigError, NotFittedError
 from .features import FEATURE_NAMES
+from .logprobs import LOGPROB_STATS, LogprobSummary
 
+#: The QE columns read from an answer's token-logprob summary (:func:`logprob_features`), in order.
+LOGPROB_FEATURES: tuple[str, ...] = (
+    "has_logprob", "logprob_mean", "logprob_min", "logprob_p10", "logprob_p25",
+    "has_final_logprob", "logprob_final_mean", "logprob_final_min",
+)
+# Features added after the first artifact format go last, so an older artifact's list is a prefix
+# (:meth:`QualityEstimator.from_state` reads it with zero weight on what it lacks).
 EXTRA_NAMES: tuple[str, ...] = (
     "prior_logit", "global_logit", "answer_logfreq", "has_logprob", "logprob_mean",
     "has_history", "n_comparable", "agrees", "agree_prior", "disagree_prior", "text_logit",
+    "logprob_min", "logprob_p10", "logprob_p25", "has_final_logprob", "logprob_final_mean", "logprob_final_min",
 )
 QE_FEATURE_NAMES: tuple[str, ...] = FEATURE_NAMES + EXTRA_NAMES
+#: Where each of :data:`LOGPROB_FEATURES` sits in :data:`EXTRA_NAMES`.
+LOGPROB_SLOTS: np.ndarray = np.array([EXTRA_NAMES.index(n) for n in LOGPROB_FEATURES], dtype=np.int64)
 TOP_ANSWERS = 32
 
 
@@ -56,25 +68,53 @@ class AnswerTable:
         return cls(dict(c.most_common(TOP_ANSWERS)), sum(c.values()))
 
 
+def logprob_features(summaries: np.ndarray) -> np.ndarray:
+    """The :data:`LOGPROB_FEATURES` columns of ``[r, len(LOGPROB_STATS)]`` summaries (``NaN`` where absent):
+    a present-flag and the values for the whole answer and for its final answer. Absent values stay ``NaN``:
+    the :class:`QualityEstimator` reads them as neutral (the calibration mean), so an answer served without
+    logprobs is judged on its other features, never as a confident one. The one encoding used in calibration
+    (vectorised) and in serving (:func:`extra_features`)."""
+    lp = np.asarray(summaries, dtype=np.float64).reshape(-1, len(LOGPROB_STATS))
+    has = np.isfinite(lp[:, 0])
+    whole = np.where(has[:, None] & np.isfinite(lp[:, :4]), lp[:, :4], np.nan)
+    has_final = has & np.isfinite(lp[:, 4:6]).all(axis=1)
+    final = np.where(has_final[:, None], lp[:, 4:6], np.nan)
+    return np.column_stack([has, whole, has_final, final]).astype(np.float64)
+
+
+def fill_logprob_features(extra: np.ndarray, summaries: np.ndarray) -> None:
+    """Write :func:`logprob_features` of ``summaries`` into their columns of ``extra`` (``[r, len(EXTRA_NAMES)]``,
+    e.g. a view of the extra block of QE rows)."""
+    extra[:, LOGPROB_SLOTS] = logprob_features(summaries)
+
+
 def extra_features(
-    *, prior: float, global_prior: float, answer_logfreq: float, logprob_mean: float | None,
+    *, prior: float, global_prior: float, answer_logfreq: float, logprobs: LogprobSummary | None,
     final: str | None, history: Sequence[tuple[str | None, float]], text_logit: float = 0.0,
 ) -> list[float]:
     """The non-text part of a QE row. ``history`` holds ``(final_answer, prior)`` of earlier tiers."""
-    has_lp = logprob_mean is not None and math.isfinite(logprob_mean)
     comparable = [(a, pr) for a, pr in history if a is not None and final is not None]
     agree = [logit(pr) for a, pr in comparable if a == final]
     disagree = [logit(pr) for a, pr in comparable if a != final]
-    return [
-        logit(prior), logit(global_prior), answer_logfreq,
-        1.0 if has_lp else 0.0, float(logprob_mean) if has_lp and logprob_mean is not None else 0.0,
-        1.0 if history else 0.0, float(len(comparable)), 1.0 if agree else 0.0,
-        max(agree) if agree else 0.0, max(disagree) if disagree else 0.0, text_logit,
-    ]
+    values = logprobs.values() if logprobs is not None else (math.nan,) * len(LOGPROB_STATS)
+    named = {
+        "prior_logit": logit(prior), "global_logit": logit(global_prior), "answer_logfreq": answer_logfreq,
+        "has_history": 1.0 if history else 0.0, "n_comparable": float(len(comparable)),
+        "agrees": 1.0 if agree else 0.0, "agree_prior": max(agree) if agree else 0.0,
+        "disagree_prior": max(disagree) if disagree else 0.0, "text_logit": text_logit,
+        **dict(zip(LOGPROB_FEATURES, logprob_features(np.asarray(values))[0].tolist(), strict=True)),
+    }
+    return [float(named[n]) for n in EXTRA_NAMES]
 
 
 class QualityEstimator:
-    """Standardised logistic regression over :data:`QE_FEATURE_NAMES`."""
+    """Standardised logistic regression over :data:`QE_FEATURE_NAMES`.
+
+    A ``NaN`` feature (an absent logprob statistic) is neutral: it is standardised from the mean and scale of
+    the values present in training and then read as that mean, so it moves no score; its present-flag
+    carries whatever absence itself says. (An estimator saved before this rule read absent values as 0, and
+    still does when loaded.)
+    """
 
     def __init__(self, C: float = 1.0, max_iter: int = 200) -> None:
         self.C = C
@@ -86,15 +126,20 @@ class QualityEstimator:
         if x.ndim != 2 or x.shape[1] != len(QE_FEATURE_NAMES) or len(x) != len(y):
             raise ConfigError(f"QE training matrix must be [n, {len(QE_FEATURE_NAMES)}], got {x.shape}")
         yb = (np.asarray(y) >= 0.5).astype(int)
-        self.mean_ = x.mean(axis=0)
-        scale = x.std(axis=0)
+        known = np.isfinite(x)
+        n_known = known.sum(axis=0)
+        filled = np.where(known, x, 0.0)
+        self.mean_ = np.where(n_known > 0, filled.sum(axis=0) / np.maximum(n_known, 1), 0.0)
+        var = np.where(known, (x - self.mean_) ** 2, 0.0).sum(axis=0) / np.maximum(n_known, 1)
+        scale = np.sqrt(var)
         self.scale_ = np.where(scale > 1e-9, scale, 1.0)
+        self.fill_ = self.mean_
         if yb.min() == yb.max():  # degenerate labels: a constant estimator
             self.coef_ = np.zeros(x.shape[1])
             self.intercept_ = float(logit(float(yb[0])))
             return self
         clf = LogisticRegression(C=self.C, max_iter=self.max_iter, solver="newton-cholesky")
-        clf.fit((x - self.mean_) / self.scale_, yb)
+        clf.fit((np.where(known, x, self.mean_) - self.mean_) / self.scale_, yb)
         self.coef_ = clf.coef_[0].astype(np.float64)
         self.intercept_ = float(clf.intercept_[0])
         return self
@@ -103,7 +148,9 @@ class QualityEstimator:
         """P(correct) for each row of ``x``."""
         if not hasattr(self, "coef_"):
             raise NotFittedError("QualityEstimator is not fitted")
-        z = ((np.atleast_2d(x) - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
+        x = np.atleast_2d(x)
+        x = np.where(np.isnan(x), self.fill_, x)
+        z = ((x - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
         return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
 
     def weights(self) -> dict[str, float]:
@@ -111,21 +158,30 @@ class QualityEstimator:
         return {n: float(w) for n, w in zip(QE_FEATURE_NAMES, self.coef_, strict=True)}
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        meta = {"C": self.C, "intercept": self.intercept_, "features": list(QE_FEATURE_NAMES)}
+        meta = {"C": self.C, "intercept": self.intercept_, "features": list(QE_FEATURE_NAMES), "missing": "mean"}
         return meta, {"qe_mean": self.mean_, "qe_scale": self.scale_, "qe_coef": self.coef_}
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> QualityEstimator:
-        if meta.get("features") != list(QE_FEATURE_NAMES):
+        """The estimator saved by :meth:`get_state`. One saved by an older crescade, whose feature list is a
+        prefix of :data:`QE_FEATURE_NAMES`, reads the features added since with zero weight (it never saw
+        them), so it scores exactly as it did."""
+        saved = meta.get("features")
+        d = len(QE_FEATURE_NAMES)
+        if not isinstance(saved, list) or not saved or saved != list(QE_FEATURE_NAMES[:len(saved)]):
             raise ConfigError("the artifact's quality estimator reads another feature set (it was saved by another "
                               "crescade version): fit the cascade again")
         self = cls(C=float(meta["C"]))
-        d = len(QE_FEATURE_NAMES)
         for key in ("qe_mean", "qe_scale", "qe_coef"):
-            if arrays[key].shape != (d,):
-                raise ConfigError(f"{key} has shape {arrays[key].shape}, expected ({d},)")
-        self.mean_, self.scale_, self.coef_ = arrays["qe_mean"], arrays["qe_scale"], arrays["qe_coef"]
+            if arrays[key].shape != (len(saved),):
+                raise ConfigError(f"{key} has shape {arrays[key].shape}, expected ({len(saved)},)")
+        pad = d - len(saved)
+        self.mean_ = np.concatenate([arrays["qe_mean"], np.zeros(pad)])
+        self.scale_ = np.concatenate([arrays["qe_scale"], np.ones(pad)])
+        self.coef_ = np.concatenate([arrays["qe_coef"], np.zeros(pad)])
         self.intercept_ = float(meta["intercept"])
+        # before "missing": "mean" an absent value was encoded as 0, and the estimator was trained on that
+        self.fill_ = self.mean_ if meta.get("missing") == "mean" else np.zeros(d)
         return self
 
 

@@ -35,6 +35,7 @@ from ..common.atomic import atomic_write
 from ..common.errors import ConfigError, PricingError, RecordsError
 from ..common.progress import Progress
 from ..engine.decisions import Answer
+from ..engine.logprobs import LogprobSummary
 from ..engine.pricing import ModelCard
 from ..engine.records import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, Record
 from ..engine.tokens import resolve_usage
@@ -318,9 +319,9 @@ class _Collection:
             latency_s=latency if latency is not None else max(0.0, elapsed),
             ttft_s=_measure(answer.ttft_s, "ttft_s", nonneg=True),
             tpot_s=_measure(answer.tpot_s, "tpot_s", nonneg=True),
-            logprob_mean=_measure(answer.logprob_mean, "logprob_mean", nonneg=False),
             finish_reason=finish,
             usage_source=answer.usage_source if counted == "provider" else counted,
+            **_logprob_columns(answer),
         )
 
 
@@ -372,6 +373,18 @@ def _measure(v: float | None, name: str, *, nonneg: bool) -> float | None:
                       stacklevel=2)
         return None
     return float(v)
+
+
+def _logprob_columns(answer: Answer) -> dict[str, float | None]:
+    """The record's ``logprob_*`` columns: the answer's token-logprob summary, or a mean given alone."""
+    if isinstance(answer.logprobs, LogprobSummary):
+        return answer.logprobs.columns()
+    mean = _measure(answer.logprob_mean, "logprob_mean", nonneg=False)
+    if mean is not None and mean > 0:
+        warnings.warn(f"Answer.logprob_mean={mean!r} is not a log-probability; recorded as unknown", RuntimeWarning,
+                      stacklevel=2)
+        mean = None
+    return {"logprob_mean": mean}
 
 
 def _line(rec: Record) -> bytes:
